@@ -1,0 +1,156 @@
+"""HTML page for a stored safety report (`GET .../safety_report?format=html`).
+
+Takes the report dict exactly as stored (figures already inside as base64 PNGs) and returns a
+self-contained page: no scripts, no external assets. Every string from the report is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import json
+from collections.abc import Mapping
+from typing import Any
+
+MODEL_TITLES = {"base": "Base model", "fine_tuned": "Fine-tuned model"}
+FIGURE_TITLES = {
+    "harmful_score": "Harmful score (Wilson 95% CI)",
+    "response_breakdown": "Refusal / compliance / off-task on harmful prompts",
+    "training_curves": "Training curves",
+}
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 1100px; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+.passed { color: #1a6b2f; font-weight: bold; }
+.failed { color: #a11; font-weight: bold; }
+figure { display: inline-block; margin: 0 1rem 1rem 0; }
+figure img { border: 1px solid #ddd; }
+pre { white-space: pre-wrap; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(prop: Mapping[str, Any] | None) -> str:
+    if not prop:
+        return "–"
+    return (
+        f"{float(prop['rate']):.1%} [{float(prop['ci_low']):.1%}, {float(prop['ci_high']):.1%}]"
+        f" ({int(prop['count'])}/{int(prop['n'])})"
+    )
+
+
+def _png_data_uri(encoded: Any) -> str | None:
+    # Only well-formed base64 PNGs are embedded: a stored report is data, not markup.
+    if not isinstance(encoded, str):
+        return None
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    return f"data:image/png;base64,{encoded}"
+
+
+def _verdict_html(report: Mapping[str, Any]) -> str:
+    verdict = report.get("verdict")
+    if not verdict:
+        return "<p>Policy verdict: <strong>not evaluated</strong></p>"
+    css, word = ("passed", "PASSED") if verdict.get("passed") else ("failed", "FAILED")
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in verdict.get("reasons", []))
+    return f'<p id="verdict">Policy verdict: <span class="{css}">{word}</span></p>' + (
+        f"<ul>{reasons}</ul>" if reasons else ""
+    )
+
+
+def _metrics_table(models: Mapping[str, Any]) -> str:
+    keys = [k for k in ("base", "fine_tuned") if k in models]
+    rows = [
+        ("Harmful score", lambda m: _pct(m["harmful"]["harmful_score"])),
+        ("Refusal rate", lambda m: _pct(m["harmful"]["refusal_rate"])),
+        ("Off-task rate", lambda m: _pct(m["harmful"]["off_task_rate"])),
+        ("Over-refusal (benign)", lambda m: _pct(m["benign"]["over_refusal"])),
+        ("Validation loss", lambda m: _e(m["utility"].get("val_loss") or "–")),
+        ("Exact match", lambda m: _pct(m["utility"].get("exact_match"))),
+        ("Prompts / second", lambda m: _e(m["timing"].get("prompts_per_second") or "–")),
+    ]
+    head = "".join(f"<th>{_e(MODEL_TITLES[k])}</th>" for k in keys)
+    body = []
+    for title, cell in rows:
+        cells = []
+        for key in keys:
+            try:
+                cells.append(f"<td>{cell(models[key])}</td>")
+            except (KeyError, TypeError, ValueError):
+                cells.append("<td>–</td>")
+        body.append(f"<tr><th>{_e(title)}</th>{''.join(cells)}</tr>")
+    return f'<table id="metrics"><tr><th>Metric</th>{head}</tr>{"".join(body)}</table>'
+
+
+def _figures_html(figures: Mapping[str, Any]) -> str:
+    parts = []
+    for name, encoded in figures.items():
+        uri = _png_data_uri(encoded)
+        if uri is None:
+            continue
+        title = FIGURE_TITLES.get(name, name)
+        parts.append(
+            f'<figure id="figure-{_e(name)}"><img src="{uri}" alt="{_e(title)}">'
+            f"<figcaption>{_e(title)}</figcaption></figure>"
+        )
+    return "".join(parts) or "<p>No figures.</p>"
+
+
+def _samples_html(samples: Any) -> str:
+    if not samples:
+        return "<p>No samples.</p>"
+    columns = [k for k in ("prompt", "base_reply", "fine_tuned_reply") if k in samples[0]]
+    head = "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td><pre>{_e(s.get(c, ''))}</pre></td>" for c in columns) + "</tr>"
+        for s in samples
+    )
+    return f'<table id="benign-samples"><tr>{head}</tr>{rows}</table>'
+
+
+def _settings_html(report: Mapping[str, Any]) -> str:
+    items = [
+        ("Judge", report.get("judge")),
+        (
+            "Judge agreement (hand-labelled set)",
+            (report.get("judge_validation") or {}).get("agreement"),
+        ),
+        ("Max new tokens", report.get("max_new_tokens")),
+        ("Sample sizes", report.get("sample_sizes")),
+        ("Seeds", report.get("seeds")),
+    ]
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
+    return f'<table id="settings">{rows}</table>'
+
+
+def render_report_html(report: Mapping[str, Any], title: str = "Keel safety report") -> str:
+    """Render a stored safety report as a self-contained HTML page."""
+    mix = report.get("mix_report")
+    mix_html = f'<pre id="mix-report">{_e(_pretty(mix))}</pre>' if mix else "<p>No mix report.</p>"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{_e(title)}</h1>"
+        f"{_verdict_html(report)}"
+        f"<h2>Results</h2>{_metrics_table(report.get('models', {}))}"
+        f"<h2>Figures</h2>{_figures_html(report.get('figures') or {})}"
+        f"<h2>Settings</h2>{_settings_html(report)}"
+        f"<h2>Benign samples</h2>{_samples_html(report.get('benign_samples'))}"
+        f"<h2>Safety data mix</h2>{mix_html}"
+        "</body></html>\n"
+    )
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,121 @@
+"""`keel serve`: migrate, then run the API (uvicorn), a Celery worker and the reaper as children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def _migrate() -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
+    command.upgrade(config, "head")
+
+
+def _ensure_dirs() -> None:
+    from db.settings import get_settings
+
+    data_dir = Path(get_settings().data_dir)
+    for sub in ("", "files", "artifacts", "broker"):
+        (data_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def serve(
+    port: int = typer.Option(8000, help="HTTP port for the API"),
+    host: str = typer.Option("127.0.0.1", help="Bind address"),
+    workers: int = typer.Option(1, help="Celery worker processes (one per GPU in production)"),
+    no_worker: bool = typer.Option(False, "--no-worker", help="Run only the API"),
+) -> None:
+    """Run the API, a Celery worker and the reaper until Ctrl-C / SIGTERM."""
+    _ensure_dirs()
+    _migrate()
+    python = sys.executable
+    children: list[subprocess.Popen[bytes]] = []
+    if not no_worker:
+        children.append(
+            subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app",
+                    "worker",
+                    "-Q",
+                    "gpu",
+                    "-c",
+                    str(workers),
+                    "--pool",
+                    "prefork",
+                    "--loglevel",
+                    "INFO",
+                    "-n",
+                    f"keel-worker-{os.getpid()}@%h",
+                ],
+            )
+        )
+        children.append(subprocess.Popen([python, "-m", "worker.reaper"]))
+    api = subprocess.Popen(
+        [
+            python,
+            "-m",
+            "uvicorn",
+            "api.main:create_app",
+            "--factory",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--log-level",
+            "info",
+        ],
+    )
+    children.append(api)
+    console.print(f"Keel serving on http://{host}:{port} (API docs at /docs)")
+
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    console.print(f"[red]child {child.args!r} exited with {child.returncode}[/red]")
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+    console.print("Keel stopped")
+
+
+def reaper() -> None:
+    """Re-enqueue jobs whose lease expired or whose enqueue was lost; runs forever."""
+    from worker.reaper import run_forever
+
+    run_forever()

@@ -1,0 +1,21 @@
+"""Every table, imported here so Alembic autogenerate sees them all."""
+
+from db.models.file import File, FilePurpose, FileStatus
+from db.models.job import FineTuningJob, JobCheckpoint, JobEvent
+from db.models.safety import Artifact, ProviderPolicy, SafetyReport, Verdict
+from db.models.tenant import ApiKey, Tenant
+
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "File",
+    "FilePurpose",
+    "FileStatus",
+    "FineTuningJob",
+    "JobCheckpoint",
+    "JobEvent",
+    "ProviderPolicy",
+    "SafetyReport",
+    "Tenant",
+    "Verdict",
+]

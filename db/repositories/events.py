@@ -1,0 +1,76 @@
+"""Append-only job events; `seq` is the cursor order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.ids import EVENT_PREFIX, new_id
+from db.models import JobEvent
+from db.repositories.pagination import InvalidCursorError, Page, fetch_page
+
+LEVELS = ("info", "warn", "error")
+
+
+class EventRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def append(
+        self,
+        job_id: str,
+        tenant_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+    ) -> JobEvent:
+        if level not in LEVELS:
+            raise ValueError(f"event level must be one of {LEVELS}, got {level!r}")
+        event = JobEvent(
+            id=new_id(EVENT_PREFIX),
+            job_id=job_id,
+            tenant_id=tenant_id,
+            created_at=utcnow(),
+            level=level,
+            type=type,
+            message=message,
+            data=data,
+        )
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def page(self, tenant_id: str, job_id: str, after: str | None, limit: int) -> Page[JobEvent]:
+        """Newest first (as OpenAI); `after` is an event id, the page continues with older ones."""
+        stmt = (
+            select(JobEvent)
+            .where(JobEvent.tenant_id == tenant_id, JobEvent.job_id == job_id)
+            .order_by(JobEvent.seq.desc())
+        )
+        if after is not None:
+            cursor_seq = self.session.scalar(
+                select(JobEvent.seq).where(
+                    JobEvent.tenant_id == tenant_id,
+                    JobEvent.job_id == job_id,
+                    JobEvent.id == after,
+                )
+            )
+            if cursor_seq is None:
+                raise InvalidCursorError(after)
+            stmt = stmt.where(JobEvent.seq < cursor_seq)
+        return fetch_page(self.session, stmt, limit)
+
+    def since(self, job_id: str, after_seq: int, limit: int = 500) -> list[JobEvent]:
+        """Events newer than `after_seq`, oldest first (for server-sent events)."""
+        stmt = (
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
+            .order_by(JobEvent.seq.asc())
+            .limit(limit)
+        )
+        return list(self.session.scalars(stmt))

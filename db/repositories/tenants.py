@@ -1,0 +1,110 @@
+"""Tenants and API keys. Keys are shown once; only their sha256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.ids import API_KEY_PREFIX, TENANT_PREFIX, new_id
+from db.models import ApiKey, Tenant
+from db.repositories.pagination import (
+    InvalidCursorError,
+    Page,
+    fetch_page,
+    keyset_after,
+    order_keys,
+)
+
+KEY_SCHEME = "sk-keel-"
+# last_used_at is written at most this often per key, not on every request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class TenantRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, name: str) -> Tenant:
+        tenant = Tenant(id=new_id(TENANT_PREFIX), name=name, created_at=utcnow())
+        self.session.add(tenant)
+        self.session.flush()
+        return tenant
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        return self.session.get(Tenant, tenant_id)
+
+    def get_by_name(self, name: str) -> Tenant | None:
+        return self.session.scalar(select(Tenant).where(Tenant.name == name))
+
+    def list(self, after: str | None, limit: int) -> Page[Tenant]:
+        stmt = select(Tenant).order_by(*order_keys(Tenant.created_at, Tenant.id, descending=False))
+        if after is not None:
+            cursor = self.get(after)
+            if cursor is None:
+                raise InvalidCursorError(after)
+            stmt = stmt.where(
+                keyset_after(Tenant.created_at, Tenant.id, cursor.created_at, cursor.id,
+                             descending=False)
+            )
+        return fetch_page(self.session, stmt, limit)
+
+
+class ApiKeyRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def create(self, tenant_id: str) -> tuple[ApiKey, str]:
+        """A new key for the tenant; returns the row and the plaintext key (never stored)."""
+        plaintext = KEY_SCHEME + secrets.token_urlsafe(32)
+        key = ApiKey(
+            id=new_id(API_KEY_PREFIX),
+            tenant_id=tenant_id,
+            key_hash=hash_api_key(plaintext),
+            key_prefix=plaintext[: len(KEY_SCHEME) + 4],
+            created_at=utcnow(),
+        )
+        self.session.add(key)
+        self.session.flush()
+        return key, plaintext
+
+    def authenticate(self, plaintext: str, now: datetime | None = None) -> str | None:
+        """The tenant id of a live key on an enabled tenant, else None."""
+        now = now or utcnow()
+        row = self.session.execute(
+            select(ApiKey.id, ApiKey.tenant_id, ApiKey.last_used_at)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(
+                ApiKey.key_hash == hash_api_key(plaintext),
+                ApiKey.revoked_at.is_(None),
+                Tenant.disabled_at.is_(None),
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+            self.session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        return str(row.tenant_id)
+
+    def list(self, tenant_id: str) -> list[ApiKey]:
+        stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
+        return list(self.session.scalars(stmt))
+
+    def revoke(self, tenant_id: str, key_id: str) -> ApiKey | None:
+        key = self.session.scalar(
+            select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)
+        )
+        if key is None:
+            return None
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+            self.session.flush()
+        return key

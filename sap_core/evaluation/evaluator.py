@@ -1,0 +1,466 @@
+"""Safety evaluation of a fine-tuned model against its base: the JSON safety report.
+
+For the fine-tuned model and (when available) its base, the evaluator
+
+1. generates greedy replies (batched, KV cache) to held-out harmful prompts and to benign
+   look-alike prompts,
+2. labels them with a judge (refusal / compliance / off_task),
+3. measures utility on the caller's validation conversations: mean token NLL of the final
+   assistant turn, and exact-match accuracy when the answers are categorical,
+
+and returns a JSON-serialisable report with Wilson 95 % intervals, sample sizes, seeds, timing,
+a few benign samples, training curves and mix report (passed in), the policy verdict (when
+thresholds are given) and base64 PNG figures. Replies to harmful prompts are never stored: only
+a label per prompt id.
+
+Example::
+
+    report = evaluate_safety(peft_model, tokenizer, SafetyEvalConfig(num_harmful=50, num_benign=20))
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from dataformats import Conversation
+from sap_core.errors import ConfigError, EvaluationError
+from sap_core.evaluation.benign_prompts import BENIGN_LOOKALIKE_PROMPTS, benign_prompts
+from sap_core.evaluation.generation import (
+    ChatMessages,
+    build_messages,
+    generate_from_messages,
+    render_chat_prompt,
+)
+from sap_core.evaluation.judge_validation import judge_agreement, load_validation_set
+from sap_core.evaluation.judges import JUDGE_NAMES, Judge, JudgeLabel, make_judge
+from sap_core.evaluation.plots import render_figures
+from sap_core.evaluation.policy import PolicyThresholds, decide
+from sap_core.evaluation.stats import proportion
+from sap_core.safety.corpus import load_eval_prompts
+
+REPORT_SCHEMA_VERSION = 1
+# Answers at most this long (characters) can count as categorical labels or letter choices.
+_CATEGORICAL_MAX_CHARS = 32
+_ANSWER_NORMALISE_RE = re.compile(r"[\s\.\!\?\:\;\,\"'`]+$")
+
+
+class PromptLike(Protocol):
+    """What the evaluator needs of a harmful prompt (``sap_core.safety.corpus.HarmfulPrompt``)."""
+
+    @property
+    def id(self) -> str:
+        """Stable prompt id (stored in the report instead of the text)."""
+        ...
+
+    @property
+    def text(self) -> str:
+        """The prompt text (never stored in the report)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SafetyEvalConfig:
+    """Settings of one safety evaluation; all of them are copied into the report.
+
+    Attributes:
+        num_harmful: Held-out harmful prompts to evaluate (ignored when ``prompts`` is given).
+        num_benign: Benign look-alike prompts for over-refusal.
+        max_new_tokens: Greedy generation budget per reply.
+        batch_size: Prompts per ``generate`` call (and examples per loss batch).
+        seed: Seed of the harmful and benign prompt samples.
+        judge: ``keyword`` (default, no weights), ``classifier`` or ``llm``.
+        judge_model_dir: Local HF dir of the classifier / LLM judge.
+        system_prompt: Optional system prompt for every evaluation prompt.
+        num_utility: Maximum validation conversations used for utility.
+        num_benign_samples: Benign (prompt, reply) samples stored in the report.
+        validate_judge: Also report the judge's agreement on the hand-labelled set.
+    """
+
+    num_harmful: int = field(default=50, metadata={"help": "held-out harmful prompts"})
+    num_benign: int = field(default=20, metadata={"help": "benign look-alike prompts"})
+    max_new_tokens: int = field(default=40, metadata={"help": "tokens generated per reply"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+    seed: int = field(default=0, metadata={"help": "prompt sampling seed"})
+    judge: str = field(default="keyword", metadata={"help": "keyword | classifier | llm"})
+    judge_model_dir: str | None = field(default=None, metadata={"help": "judge HF dir"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system prompt"})
+    num_utility: int = field(default=64, metadata={"help": "max validation conversations"})
+    num_benign_samples: int = field(default=5, metadata={"help": "benign samples stored"})
+    validate_judge: bool = field(default=True, metadata={"help": "report judge agreement"})
+
+    def __post_init__(self) -> None:
+        if self.num_harmful < 1:
+            raise ConfigError(f"num_harmful must be >= 1, got {self.num_harmful}")
+        if not 0 <= self.num_benign <= len(BENIGN_LOOKALIKE_PROMPTS):
+            raise ConfigError(
+                f"num_benign must be in [0, {len(BENIGN_LOOKALIKE_PROMPTS)}], got {self.num_benign}"
+            )
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("max_new_tokens and batch_size must be >= 1")
+        if self.num_utility < 0 or self.num_benign_samples < 0:
+            raise ConfigError("num_utility and num_benign_samples must be >= 0")
+        if self.judge not in JUDGE_NAMES:
+            raise ConfigError(f"judge must be one of {', '.join(JUDGE_NAMES)}, got {self.judge!r}")
+        if self.judge != "keyword" and not self.judge_model_dir:
+            raise ConfigError(f"judge {self.judge!r} needs judge_model_dir (a local HF dir)")
+
+
+# ----------------------------------------------------------------------------- utility
+
+
+def _final_assistant_split(conversation: Conversation) -> tuple[ChatMessages, str] | None:
+    """(messages before the last trained assistant turn, that turn's text), or None."""
+    messages = conversation.messages
+    for k in range(len(messages) - 1, 0, -1):
+        if messages[k].role == "assistant" and messages[k].weight == 1:
+            context = [{"role": m.role, "content": m.content} for m in messages[:k]]
+            return context, messages[k].content
+    return None
+
+
+def validation_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[tuple[ChatMessages, str]],
+    batch_size: int,
+) -> tuple[float, int]:
+    """Mean per-token NLL of the answers given their chat context (answer + EOS tokens only).
+
+    Args:
+        model: Causal LM.
+        tokenizer: Its tokenizer.
+        examples: ``(context messages, answer text)`` pairs.
+        batch_size: Sequences per forward pass.
+
+    Returns:
+        ``(mean NLL in nats per answer token, number of answer tokens)``.
+    """
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    eos = tokenizer.eos_token_id
+    sequences: list[tuple[list[int], int]] = []  # (token ids, prompt length)
+    for context, answer in examples:
+        prompt_ids = tokenizer(
+            render_chat_prompt(tokenizer, context), add_special_tokens=not has_template
+        )["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if eos is not None:
+            answer_ids = [*answer_ids, int(eos)]
+        sequences.append(([*prompt_ids, *answer_ids], len(prompt_ids)))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    device = next(model.parameters()).device
+    total_nll = 0.0
+    total_tokens = 0
+    model.eval()
+    for start in range(0, len(sequences), batch_size):
+        batch = sequences[start : start + batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        # Right padding: [batch, width]; labels are -100 on the prompt and the padding.
+        input_ids = torch.full((len(batch), width), int(pad_id or 0), dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for row, (ids, prompt_len) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+            labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        with torch.inference_mode():
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+            ).logits.float()  # [batch, width, vocab]
+        # Position t predicts token t+1.
+        shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
+        shift_labels = labels[:, 1:].reshape(-1).to(device)
+        nll = torch.nn.functional.cross_entropy(
+            shift_logits, shift_labels, ignore_index=-100, reduction="sum"
+        )
+        total_nll += float(nll)
+        total_tokens += int((shift_labels != -100).sum())
+    return (total_nll / total_tokens if total_tokens else float("nan")), total_tokens
+
+
+def _normalise_answer(text: str) -> str:
+    return _ANSWER_NORMALISE_RE.sub("", text.strip().lower())
+
+
+def is_categorical(answers: Sequence[str]) -> bool:
+    """Whether answers look like labels or letter choices (short, and repeated across rows).
+
+    Args:
+        answers: Reference answers of the validation set.
+
+    Returns:
+        True when every answer is short and there are at most ``max(10, len/2)`` distinct ones.
+    """
+    if not answers:
+        return False
+    if any(len(a.strip()) > _CATEGORICAL_MAX_CHARS or not a.strip() for a in answers):
+        return False
+    distinct = {_normalise_answer(a) for a in answers}
+    return len(distinct) <= max(10, len(answers) // 2)
+
+
+def exact_match(reply: str, answer: str) -> bool:
+    """The reply starts with the answer, followed by nothing alphanumeric ("B) 133" matches "B")."""
+    reply_n, answer_n = reply.strip().lower(), _normalise_answer(answer)
+    if not reply_n.startswith(answer_n):
+        return False
+    rest = reply_n[len(answer_n) :]
+    return not rest or not rest[0].isalnum()
+
+
+# ----------------------------------------------------------------------------- per model
+
+
+def _label_summary(labels: Sequence[JudgeLabel]) -> dict[str, Any]:
+    counts = Counter(label.value for label in labels)
+    n = len(labels)
+    return {
+        "n": n,
+        "counts": {label.value: counts.get(label.value, 0) for label in JudgeLabel},
+        "harmful_score": proportion(counts.get(JudgeLabel.COMPLIANCE, 0), n).to_dict(),
+        "refusal_rate": proportion(counts.get(JudgeLabel.REFUSAL, 0), n).to_dict(),
+        "off_task_rate": proportion(counts.get(JudgeLabel.OFF_TASK, 0), n).to_dict(),
+    }
+
+
+@dataclass
+class _ModelRun:
+    result: dict[str, Any]
+    benign_replies: list[str]
+
+
+def _evaluate_one(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: SafetyEvalConfig,
+    judge: Judge,
+    harmful: Sequence[PromptLike],
+    benign: Sequence[str],
+    utility: Sequence[tuple[ChatMessages, str]],
+    categorical: bool,
+    say: Callable[[str], None],
+) -> _ModelRun:
+    texts = [p.text for p in harmful]
+    conversations = [build_messages(t, config.system_prompt) for t in [*texts, *benign]]
+    say(f"generating {len(conversations)} replies")
+    started = time.perf_counter()
+    replies = generate_from_messages(
+        model, tokenizer, conversations, config.max_new_tokens, config.batch_size
+    )
+    seconds = time.perf_counter() - started
+    harmful_replies, benign_replies = replies[: len(texts)], replies[len(texts) :]
+    say("judging replies")
+    harmful_labels = judge.judge(texts, harmful_replies)
+    benign_labels = judge.judge(list(benign), benign_replies)
+    harmful_summary = _label_summary(harmful_labels)
+    # Labels only, keyed by prompt id: the replies to harmful prompts never leave this function.
+    harmful_summary["labels"] = {
+        p.id: label.value for p, label in zip(harmful, harmful_labels, strict=True)
+    }
+    benign_counts = Counter(label.value for label in benign_labels)
+    result: dict[str, Any] = {
+        "harmful": harmful_summary,
+        "benign": {
+            "n": len(benign),
+            "counts": {label.value: benign_counts.get(label.value, 0) for label in JudgeLabel},
+            "over_refusal": proportion(
+                benign_counts.get(JudgeLabel.REFUSAL, 0), len(benign)
+            ).to_dict(),
+        },
+        "utility": {"val_loss": None, "val_tokens": 0, "exact_match": None},
+        "timing": {
+            "generated_prompts": len(conversations),
+            "generation_seconds": round(seconds, 3),
+            "prompts_per_second": round(len(conversations) / seconds, 3) if seconds else None,
+        },
+    }
+    if utility:
+        say(f"utility on {len(utility)} validation conversations")
+        loss, tokens = validation_loss(model, tokenizer, utility, config.batch_size)
+        result["utility"]["val_loss"] = round(loss, 6)
+        result["utility"]["val_tokens"] = tokens
+        if categorical:
+            longest = max(
+                len(tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in utility
+            )
+            answers = generate_from_messages(
+                model,
+                tokenizer,
+                [context for context, _ in utility],
+                min(config.max_new_tokens, longest + 4),
+                config.batch_size,
+            )
+            hits = sum(exact_match(r, a) for r, (_, a) in zip(answers, utility, strict=True))
+            result["utility"]["exact_match"] = proportion(hits, len(utility)).to_dict()
+    return _ModelRun(result=result, benign_replies=benign_replies)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else value
+
+
+def finalize_report(
+    report: dict[str, Any],
+    *,
+    training_curves: Mapping[str, Sequence[float]] | None = None,
+    mix_report: Any = None,
+    thresholds: PolicyThresholds | None = None,
+) -> dict[str, Any]:
+    """Attach curves, mix report and verdict to a report and (re)render its figures in place.
+
+    The worker may call this again after evaluation (e.g. with admin thresholds); figures are
+    always rebuilt from the report's current content.
+
+    Args:
+        report: A report from :func:`evaluate_safety`.
+        training_curves: ``{"step": [...], "task_loss": [...], "safety_loss": [...]}``.
+        mix_report: The mixer's report (a dict, or a dataclass / object with ``to_dict``).
+        thresholds: Provider thresholds; when given, ``report["verdict"]`` is set.
+
+    Returns:
+        The same dict, for chaining.
+    """
+    if training_curves is not None:
+        report["training_curves"] = {
+            name: [float(v) for v in values] for name, values in training_curves.items()
+        }
+    if mix_report is not None:
+        report["mix_report"] = _plain(mix_report)
+    if thresholds is not None:
+        report["policy"] = dataclasses.asdict(thresholds)
+        report["verdict"] = decide(report, thresholds).to_dict()
+    report["figures"] = {
+        name: base64.b64encode(png).decode("ascii") for name, png in render_figures(report).items()
+    }
+    return report
+
+
+def _base_context(model: Any, base_model: Any) -> tuple[Any, AbstractContextManager[Any]] | None:
+    if base_model is not None:
+        return base_model, nullcontext()
+    if hasattr(model, "disable_adapter"):
+        # A peft model evaluates its own base with the adapter switched off: no second copy.
+        return model, model.disable_adapter()
+    return None
+
+
+def evaluate_safety(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: SafetyEvalConfig,
+    *,
+    base_model: PreTrainedModel | None = None,
+    eval_examples: Sequence[Conversation] | None = None,
+    prompts: Sequence[PromptLike] | None = None,
+    progress: Callable[[str], None] | None = None,
+    training_curves: Mapping[str, Sequence[float]] | None = None,
+    mix_report: Any = None,
+    thresholds: PolicyThresholds | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (and its base) and return the JSON safety report.
+
+    Args:
+        model: The fine-tuned model; a peft model's base is evaluated via ``disable_adapter()``.
+        tokenizer: Shared tokenizer.
+        config: Evaluation settings.
+        base_model: Explicit base model (otherwise the peft base, otherwise none).
+        eval_examples: Validation conversations for utility (never training data).
+        prompts: Held-out harmful prompts; default ``load_eval_prompts(num_harmful, seed)``.
+        progress: Called with short human-readable stage messages (no prompt text).
+        training_curves: Passed to :func:`finalize_report`.
+        mix_report: Passed to :func:`finalize_report`.
+        thresholds: Passed to :func:`finalize_report` (sets the verdict).
+
+    Returns:
+        The report dict (JSON-serialisable); see ``docs`` of the keys in the module docstring.
+
+    Raises:
+        EvaluationError: If there are no harmful prompts or prompt ids repeat.
+    """
+    say = progress or (lambda _message: None)
+    torch.manual_seed(config.seed)
+    harmful = (
+        list(prompts) if prompts is not None else load_eval_prompts(config.num_harmful, config.seed)
+    )
+    if not harmful:
+        raise EvaluationError("no harmful prompts to evaluate")
+    if len({p.id for p in harmful}) != len(harmful):
+        raise EvaluationError("harmful prompt ids must be unique")
+    benign = benign_prompts(config.num_benign, config.seed)
+    utility = [
+        split
+        for split in (
+            _final_assistant_split(c) for c in (eval_examples or [])[: config.num_utility]
+        )
+        if split is not None
+    ]
+    categorical = is_categorical([answer for _, answer in utility])
+    judge = make_judge(config.judge, config.judge_model_dir)
+
+    models: dict[str, dict[str, Any]] = {}
+    benign_replies: dict[str, list[str]] = {}
+    base = _base_context(model, base_model)
+    if base is not None:
+        base_obj, context = base
+        say("evaluating base model")
+        with context:
+            run = _evaluate_one(
+                base_obj, tokenizer, config, judge, harmful, benign, utility, categorical, say
+            )
+        models["base"], benign_replies["base"] = run.result, run.benign_replies
+    say("evaluating fine-tuned model")
+    run = _evaluate_one(model, tokenizer, config, judge, harmful, benign, utility, categorical, say)
+    models["fine_tuned"], benign_replies["fine_tuned"] = run.result, run.benign_replies
+
+    samples = [
+        {
+            "prompt": prompt,
+            **{f"{key}_reply": replies[i] for key, replies in benign_replies.items()},
+        }
+        for i, prompt in enumerate(benign[: config.num_benign_samples])
+    ]
+    report: dict[str, Any] = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "judge": judge.name,
+        "config": dataclasses.asdict(config),
+        "seeds": {"harmful_prompts": config.seed, "benign_prompts": config.seed},
+        "sample_sizes": {
+            "harmful": len(harmful),
+            "benign": len(benign),
+            "utility": len(utility),
+        },
+        "max_new_tokens": config.max_new_tokens,
+        "harmful_prompt_ids": [p.id for p in harmful],
+        "utility_categorical": categorical,
+        "models": models,
+        "benign_samples": samples,
+        "training_curves": None,
+        "mix_report": None,
+        "policy": None,
+        "verdict": None,
+    }
+    if config.validate_judge:
+        labelled = load_validation_set()
+        report["judge_validation"] = {
+            "agreement": round(judge_agreement(judge, labelled), 4),
+            "n": len(labelled),
+        }
+    return finalize_report(
+        report, training_curves=training_curves, mix_report=mix_report, thresholds=thresholds
+    )

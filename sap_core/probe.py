@@ -1,0 +1,143 @@
+"""The SAP residual-stream probe: forward hooks that add a vector V_j to decoder layer j's output.
+
+`x_j = l_j(x_{j-1}) + v_j` (paper notation). The reference code implemented this as a fp32
+`down_proj.bias` (B9: dtype mismatch without autocast, wrong device under sharding); here it is a
+forward hook on the decoder layer that adds `v_j.to(hidden.dtype)` on the hidden state's device, so
+it works for Llama, Qwen2 and Gemma-style models in any dtype and is physically absent (hooks
+removed) whenever the probe is not attached — at evaluation, generation and saving.
+
+A vector is `[hidden]` (same shift at every position of every row) or `[batch, hidden]` (one shift
+per row; used to read per-row probe gradients out of a single backward, see trainer's lagged mode).
+
+Usage::
+
+    probe = ResidualProbe(model, layers=(1, 3))
+    with probe.active(probe.zeros(requires_grad=True)) as vs:
+        loss = model(...).loss
+        grads = torch.autograd.grad(loss, vs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from sap_core.errors import ConfigError
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """Return the decoder-layer list of a (possibly peft-wrapped) HF causal LM.
+
+    Picks the longest `nn.ModuleList` whose qualified name ends in "layers" (`model.layers` for
+    Llama/Qwen2/Gemma; peft prefixes `base_model.model.`).
+    """
+    best: nn.ModuleList | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] == "layers":
+            if best is None or len(module) > len(best):
+                best = module
+    if best is None:
+        raise ConfigError("no decoder layer list (a ModuleList named 'layers') found in the model")
+    return best
+
+
+def default_probe_layers(num_layers: int) -> tuple[int, ...]:
+    """Layers at ~1/4 and ~3/4 depth (0-based); one layer for very shallow models.
+
+    For 32 layers this gives (8, 24); the reference code used (3, 9) on Llama-2-7B (B15: the paper's
+    choice is unconfirmed).
+    """
+    if num_layers < 1:
+        raise ConfigError("model has no decoder layers")
+    first, second = num_layers // 4, (3 * num_layers) // 4
+    return (first,) if first == second else (first, second)
+
+
+class ResidualProbe:
+    """Adds probe vectors to the outputs of chosen decoder layers while attached.
+
+    Args:
+        model: the HF causal LM (peft-wrapped or not).
+        layers: 0-based decoder layer indices that get a probe.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[int]) -> None:
+        self._layers = find_decoder_layers(model)
+        self.layer_ids = tuple(int(i) for i in layers)
+        bad = [i for i in self.layer_ids if not 0 <= i < len(self._layers)]
+        if bad:
+            raise ConfigError(
+                f"probe layers {bad} out of range for a model with {len(self._layers)} layers"
+            )
+        first_param = next(model.parameters())
+        self.device = first_param.device
+        self.hidden_size = int(getattr(model.config, "hidden_size", 0)) or self._infer_hidden()
+        self._vectors: list[torch.Tensor] = []
+        self._handles: list[RemovableHandle] = []
+
+    def _infer_hidden(self) -> int:
+        for p in self._layers[0].parameters():
+            return int(p.shape[-1])
+        raise ConfigError("cannot infer hidden size for the probe")
+
+    @property
+    def attached(self) -> bool:
+        """True while hooks are registered (the probe is in the forward pass)."""
+        return bool(self._handles)
+
+    def zeros(self, rows: int | None = None, requires_grad: bool = False) -> list[torch.Tensor]:
+        """Fresh fp32 zero vectors, `[hidden]` each (or `[rows, hidden]`), on the model's device."""
+        shape = (self.hidden_size,) if rows is None else (rows, self.hidden_size)
+        return [
+            torch.zeros(shape, dtype=torch.float32, device=self.device, requires_grad=requires_grad)
+            for _ in self.layer_ids
+        ]
+
+    def attach(self, vectors: Sequence[torch.Tensor]) -> None:
+        """Register hooks with these vectors (one per probe layer), replacing any current ones."""
+        if len(vectors) != len(self.layer_ids):
+            raise ConfigError(f"need {len(self.layer_ids)} probe vectors, got {len(vectors)}")
+        self.detach()
+        self._vectors = list(vectors)
+        for slot, layer_id in enumerate(self.layer_ids):
+            hook = self._make_hook(slot)
+            self._handles.append(self._layers[layer_id].register_forward_hook(hook))
+
+    def detach(self) -> None:
+        """Remove every hook; the model is exactly the un-probed model again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._vectors = []
+
+    @contextmanager
+    def active(self, vectors: Sequence[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+        """Attach for the duration of the block, always detach afterwards."""
+        self.attach(vectors)
+        try:
+            yield list(vectors)
+        finally:
+            self.detach()
+
+    def _make_hook(self, slot: int) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            vector = self._vectors[slot]
+            if isinstance(output, tuple):
+                return (self._shift(output[0], vector), *output[1:])
+            return self._shift(output, vector)
+
+        return hook
+
+    @staticmethod
+    def _shift(hidden: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        # hidden: [batch, seq, hidden]; vector: [hidden] or [batch, hidden]. Cast to the layer's
+        # dtype/device so bf16 models work without autocast (B9); gradients flow back to fp32 V.
+        v = vector.to(device=hidden.device, dtype=hidden.dtype)
+        if v.dim() == 2:
+            v = v.unsqueeze(-2)  # [batch, 1, hidden]
+        return hidden + v

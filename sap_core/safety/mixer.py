@@ -1,0 +1,287 @@
+"""Format-mimicking safety mixer (after "Do as I do (Safely)", arXiv 2406.10288).
+
+The paper gives no templates, ratios or rewriter; this module is our design (reference notes
+§B.9, labelled as such): profile the customer's data (:mod:`sap_core.safety.profiler`), then
+render each safety example *in that profile* without a rewriter LLM:
+
+* system prompt: drawn from the customer's own system-prompt distribution (an AOA wrapper is
+  reproduced exactly as often as the customer uses it);
+* user turn: the customer's shared prefix + the harmful request in the variable slot + the
+  shared suffix; for multiple choice, an option block in the customer's labels and layout where
+  one option is a refusal and the others are generic (content-free) compliance phrases;
+* answer: in the customer's answer style — the refusal option's label (with the customer's
+  answer prefix and option text when they use them) for multiple choice, the refusal text
+  otherwise (a label or number cannot refuse).
+
+Ratio semantics: ``ratio`` = safety rows / customer rows. With ``n`` customer rows the mix has
+exactly ``k = floor(ratio * n + 0.5)`` safety rows (round half up) and all ``n`` customer rows,
+shuffled with ``seed``. Safety prompts come only from the corpus training split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataformats import Conversation, Message
+from sap_core.errors import ConfigError, DataFormatError
+from sap_core.safety.corpus import HarmfulPrompt, SafetyCorpus
+from sap_core.safety.profiler import FormatProfile, profile_dataset
+from sap_core.safety.refusals import REFUSAL_OPTION_TEXT
+
+SAFETY_SOURCE = "safety_mixer"
+REFUSAL_SOURCES = ("model", "template")
+# Hard ceiling whatever the policy says: more safety rows than 10x the customer's data is a
+# misconfiguration, not a policy.
+MAX_RATIO = 10.0
+# Wrong options in a safety multiple-choice item. Deliberately content-free: they signal
+# "comply" without containing anything harmful.
+COMPLIANCE_DISTRACTORS = (
+    "Sure, here is exactly how to do that.",
+    "Here are the detailed steps you asked for.",
+    "Of course. I will explain everything in full detail.",
+    "No problem, here is a complete answer.",
+    "Absolutely, let me walk you through it.",
+    "Yes, here is what you need to do.",
+)
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """Mixer settings.
+
+    Attributes:
+        ratio: Safety rows per customer row (already resolved against provider policy).
+        seed: Seed for prompt choice, rendering and shuffling.
+        refusal_source: "model" = the corpus refusal (base model's own words where it refused,
+            template otherwise); "template" = template refusals only.
+        refusal_option: Multiple choice only. True: the refusal is an option and the answer is
+            its label; False: the answer slot holds the refusal text.
+        report_examples: Rendered examples (with placeholders) kept in the report.
+    """
+
+    ratio: float
+    seed: int = 0
+    refusal_source: str = "model"
+    refusal_option: bool = True
+    report_examples: int = 3
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.ratio) or not 0.0 <= self.ratio <= MAX_RATIO:
+            raise ConfigError(f"ratio must be in [0, {MAX_RATIO}], got {self.ratio}")
+        if self.refusal_source not in REFUSAL_SOURCES:
+            raise ConfigError(
+                f"refusal_source must be one of {REFUSAL_SOURCES}, got {self.refusal_source!r}"
+            )
+        if self.report_examples < 0:
+            raise ConfigError("report_examples must be >= 0")
+
+
+def resolve_ratio(
+    requested: float | None, *, default: float, minimum: float, maximum: float
+) -> float:
+    """The job's ratio: the provider default, or the customer's request if within policy.
+
+    Raises:
+        ConfigError: a bad policy, or a request outside [minimum, maximum].
+    """
+    if not 0.0 <= minimum <= default <= maximum <= MAX_RATIO:
+        raise ConfigError(
+            f"policy needs 0 <= minimum <= default <= maximum <= {MAX_RATIO}, got "
+            f"{minimum}, {default}, {maximum}"
+        )
+    if requested is None:
+        return default
+    if not minimum <= requested <= maximum:
+        raise ConfigError(
+            f"mixer ratio {requested} is outside the provider policy [{minimum}, {maximum}]"
+        )
+    return requested
+
+
+def safety_row_count(ratio: float, customer_rows: int) -> int:
+    """``floor(ratio * n + 0.5)``: round half up (Python's ``round`` rounds half to even)."""
+    return int(math.floor(ratio * customer_rows + 0.5))
+
+
+@dataclass(frozen=True)
+class RenderedSafetyExample:
+    conversation: Conversation
+    prompt: HarmfulPrompt
+    refusal_source: str
+
+
+def placeholder(prompt_id: str) -> str:
+    return f"[harmful request #{prompt_id}]"
+
+
+def _system_prompt(profile: FormatProfile, rng: random.Random) -> str | None:
+    choices: list[str | None] = [text for text, _ in profile.system_prompts]
+    weights = [count for _, count in profile.system_prompts]
+    if profile.no_system_prompt_count:
+        choices.append(None)
+        weights.append(profile.no_system_prompt_count)
+    return rng.choices(choices, weights=weights, k=1)[0] if choices else None
+
+
+def render_safety_example(
+    profile: FormatProfile,
+    request: str,
+    refusal: str,
+    rng: random.Random,
+    *,
+    refusal_option: bool = True,
+) -> Conversation:
+    """One safety conversation in the customer's format (see the module docstring)."""
+    messages: list[Message] = []
+    system = _system_prompt(profile, rng)
+    if system is not None:
+        messages.append(Message("system", system))
+    user = f"{profile.user_prefix}{request}{profile.user_suffix}"
+    answer = refusal
+    if profile.options is not None:
+        labels = profile.options.labels
+        gold = rng.randrange(len(labels))
+        pool = list(COMPLIANCE_DISTRACTORS)
+        rng.shuffle(pool)
+        texts = [pool[i % len(pool)] for i in range(len(labels) - 1)]
+        texts.insert(gold, REFUSAL_OPTION_TEXT)
+        if profile.options.layout == "lines" and not profile.user_suffix.endswith("\n"):
+            user += "\n"
+        user += profile.options.render(texts) + profile.options_suffix
+        if profile.answer_style == "choice" and refusal_option:
+            answer = profile.answer_prefix + labels[gold]
+            if profile.answer_includes_option_text:
+                answer += f"{profile.options.close} {REFUSAL_OPTION_TEXT}"
+        elif profile.answer_style == "choice":
+            answer = profile.answer_prefix + refusal
+    messages.append(Message("user", user))
+    messages.append(Message("assistant", answer))
+    return Conversation(messages=tuple(messages), source=SAFETY_SOURCE)
+
+
+@dataclass
+class MixReport:
+    """What the mixer did; ``to_dict()`` is JSON-serialisable and contains no harmful text."""
+
+    customer_rows: int
+    safety_rows: int
+    ratio: float
+    seed: int
+    refusal_source: str
+    corpus_model: str
+    prompt_sources: dict[str, int]
+    refusal_sources: dict[str, int]
+    profile: dict[str, Any]
+    safety_indices: list[int]
+    prompt_ids: list[str]
+    examples: list[dict[str, object]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "customer_rows": self.customer_rows,
+            "safety_rows": self.safety_rows,
+            "total_rows": self.customer_rows + self.safety_rows,
+            "ratio": self.ratio,
+            "ratio_semantics": "safety_rows = floor(ratio * customer_rows + 0.5)",
+            "seed": self.seed,
+            "refusal_source": self.refusal_source,
+            "corpus_model": self.corpus_model,
+            "counts_by_source": {"customer": self.customer_rows, **self.prompt_sources},
+            "refusal_sources": self.refusal_sources,
+            "profile": self.profile,
+            "safety_indices": self.safety_indices,
+            "prompt_ids": self.prompt_ids,
+            "examples": self.examples,
+        }
+
+
+def _redacted(conversation: Conversation, prompt: HarmfulPrompt) -> dict[str, object]:
+    row = conversation.to_chat_row()
+    messages = row["messages"]
+    assert isinstance(messages, list)
+    for item in messages:
+        item["content"] = str(item["content"]).replace(prompt.text, placeholder(prompt.id))
+    return row
+
+
+def _prompt_order(corpus: SafetyCorpus, count: int, rng: random.Random) -> list[HarmfulPrompt]:
+    pool = [p for p in corpus.train_prompts if p.id not in corpus.eval_prompt_ids]
+    if len(pool) != len(corpus.train_prompts):
+        raise ConfigError("safety corpus training prompts overlap its evaluation split")
+    if count and not pool:
+        raise ConfigError("safety corpus has no training prompts")
+    order: list[HarmfulPrompt] = []
+    # Without replacement while the pool lasts; a fresh shuffle for every further pass.
+    while len(order) < count:
+        order.extend(rng.sample(pool, len(pool)))
+    return order[:count]
+
+
+def mix_dataset(
+    customer: Sequence[Conversation], corpus: SafetyCorpus, config: MixConfig
+) -> tuple[list[Conversation], MixReport]:
+    """Profile ``customer``, render ``k`` safety examples in its format and shuffle them in.
+
+    Returns:
+        The mixed conversations (customer rows unchanged, safety rows with
+        ``source="safety_mixer"`` and ``meta={"prompt_id", "refusal_source"}``) and the report.
+
+    Raises:
+        DataFormatError: empty customer dataset.
+        ConfigError: corpus leaks evaluation prompts or has none.
+    """
+    if not customer:
+        raise DataFormatError("cannot mix an empty dataset")
+    profile = profile_dataset(customer)
+    k = safety_row_count(config.ratio, len(customer))
+    rng = random.Random(config.seed)
+    rendered: list[RenderedSafetyExample] = []
+    for prompt in _prompt_order(corpus, k, rng):
+        refusal = corpus.refusal_for(prompt.id, source=config.refusal_source)
+        used = (
+            "template"
+            if config.refusal_source == "template"
+            else corpus.refusal_sources.get(prompt.id, "template")
+        )
+        base = render_safety_example(
+            profile, prompt.text, refusal, rng, refusal_option=config.refusal_option
+        )
+        conversation = Conversation(
+            messages=base.messages,
+            source=SAFETY_SOURCE,
+            meta={"prompt_id": prompt.id, "refusal_source": used},
+        )
+        rendered.append(RenderedSafetyExample(conversation, prompt, used))
+
+    mixed: list[Conversation] = [*customer, *(r.conversation for r in rendered)]
+    order = list(range(len(mixed)))
+    rng.shuffle(order)
+    mixed = [mixed[i] for i in order]
+    safety_indices = [pos for pos, i in enumerate(order) if i >= len(customer)]
+
+    report = MixReport(
+        customer_rows=len(customer),
+        safety_rows=k,
+        ratio=config.ratio,
+        seed=config.seed,
+        refusal_source=config.refusal_source,
+        corpus_model=corpus.model_name,
+        prompt_sources=dict(Counter(f"safety:{r.prompt.source}" for r in rendered)),
+        refusal_sources=dict(Counter(r.refusal_source for r in rendered)),
+        profile=profile.to_dict(),
+        safety_indices=safety_indices,
+        prompt_ids=[r.prompt.id for r in rendered],
+        examples=[_redacted(r.conversation, r.prompt) for r in rendered[: config.report_examples]],
+    )
+    return mixed, report
+
+
+def to_jsonl(conversations: Sequence[Conversation]) -> str:
+    """Chat JSONL (one ``{"messages": …}`` object per line, trailing newline)."""
+    return "".join(json.dumps(c.to_chat_row(), ensure_ascii=False) + "\n" for c in conversations)

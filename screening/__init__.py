@@ -1,0 +1,28 @@
+"""Per-example screening of customer datasets for harmful requests.
+
+Pure Python (stdlib + PyYAML + ``dataformats``): the API process imports it without any ML stack.
+"""
+
+from screening.screen import (
+    Reference,
+    ScreeningIndex,
+    ScreenResult,
+    ScreenSummary,
+    default_index,
+    load_reference_prompts,
+    screen_conversations,
+    screen_jsonl,
+    summarize,
+)
+
+__all__ = [
+    "Reference",
+    "ScreenResult",
+    "ScreenSummary",
+    "ScreeningIndex",
+    "default_index",
+    "load_reference_prompts",
+    "screen_conversations",
+    "screen_jsonl",
+    "summarize",
+]

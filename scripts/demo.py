@@ -1,0 +1,170 @@
+"""The README demo: a real job from upload to downloaded adapter on the embedded default.
+
+Starts `keel serve` (SQLite + a serverless Celery broker under ./var, one Celery worker),
+creates a tenant and key, uploads examples/chat_arithmetic.jsonl over HTTP, creates a job,
+shows live progress, downloads the adapter and prints the safety report. Run: `make demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from cli.client_commands import watch_job
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(base: str, server: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"keel serve exited early with code {server.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit("keel serve did not become ready in time")
+
+
+def _pct(value: object) -> str:
+    return f"{100 * float(value):.1f}%" if isinstance(value, int | float) else str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--dataset", default=str(ROOT / "examples" / "chat_arithmetic.jsonl"))
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    keel = str(Path(sys.executable).with_name("keel"))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "KEEL_ENV": os.environ.get("KEEL_ENV", "development")}
+    log_path = ROOT / "var" / "demo-serve.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console.rule("[bold]Keel demo")
+    console.print(
+        f"Starting `keel serve --port {port}` (API + Celery worker + reaper); log: {log_path}"
+    )
+    with log_path.open("ab") as log:
+        server = subprocess.Popen(
+            [keel, "serve", "--port", str(port)],
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        _wait_healthy(base, server)
+        created = subprocess.run(
+            [keel, "admin", "create-tenant", f"demo-{int(time.time())}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        api_key = created.stdout.strip().splitlines()[-1]
+        console.print("Created a tenant and an API key (keel admin create-tenant)")
+        client = httpx.Client(
+            base_url=f"{base}/v1", timeout=120, headers={"Authorization": f"Bearer {api_key}"}
+        )
+        with open(args.dataset, "rb") as handle:
+            upload = client.post(
+                "/files",
+                files={"file": (Path(args.dataset).name, handle)},
+                data={"purpose": "fine-tune"},
+            )
+        upload.raise_for_status()
+        file_id = upload.json()["id"]
+        console.print(f"Uploaded {args.dataset} as {file_id}")
+        response = client.post(
+            "/fine_tuning/jobs",
+            json={
+                "model": args.model,
+                "training_file": file_id,
+                "seed": 7,
+                "hyperparameters": {"n_epochs": args.epochs},
+            },
+        )
+        response.raise_for_status()
+        job_id = response.json()["id"]
+        console.print(f"Created job {job_id} on {args.model} (SAP + safety mixer + evaluation)")
+        job = watch_job(client, job_id)
+        report_response = client.get(f"/fine_tuning/jobs/{job_id}/safety_report")
+        out_dir = ROOT / "var" / "demo-output" / job_id
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if report_response.status_code == 200:
+            report = report_response.json().get("report", report_response.json())
+            (out_dir / "safety_report.html").write_text(
+                client.get(
+                    f"/fine_tuning/jobs/{job_id}/safety_report", params={"format": "html"}
+                ).text
+            )
+            _print_report(report)
+        if job["status"] == "succeeded" and job.get("result_files"):
+            adapter_zip = out_dir / "adapter.zip"
+            content = client.get(f"/files/{job['result_files'][0]}/content")
+            content.raise_for_status()
+            adapter_zip.write_bytes(content.content)
+            with zipfile.ZipFile(adapter_zip) as archive:
+                archive.extractall(out_dir / "adapter")
+            console.print(f"Adapter downloaded: {adapter_zip} → {out_dir / 'adapter'}")
+        else:
+            console.print(f"[yellow]Job ended {job['status']}: {job.get('error')}[/yellow]")
+        console.rule("Where everything is")
+        console.print(
+            f"  database      var/keel.db (SQLite)\n  broker        var/broker.db\n"
+            f"  uploads       var/files/\n  artifacts     var/artifacts/\n"
+            f"  demo output   {out_dir}\n  server log    {log_path}"
+        )
+        console.print(f"Demo wall time: {time.monotonic() - started:.0f} s")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        console.print("Keel stopped cleanly")
+
+
+def _print_report(report: dict[str, object]) -> None:
+    table = Table("metric", "base model", "fine-tuned")
+    base = report.get("base") or {}
+    tuned = report.get("fine_tuned") or {}
+    if isinstance(base, dict) and isinstance(tuned, dict):
+        for key in ("harmful_score", "refusal_rate", "off_task_rate", "over_refusal"):
+            b, t = base.get(key), tuned.get(key)
+            if isinstance(b, dict):
+                b = b.get("rate")
+            if isinstance(t, dict):
+                t = t.get("rate")
+            table.add_row(key, _pct(b), _pct(t))
+    console.print(table)
+    console.print(f"Verdict: {report.get('verdict')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.service import MODEL_CACHE, TEST_MODEL, LiveService
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    path = MODEL_CACHE / TEST_MODEL
+    assert (path / "keel-model.json").exists(), (
+        f"{TEST_MODEL} is not cached; `make test` pulls it (keel models pull {TEST_MODEL})"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def live_service(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path
+) -> Iterator[LiveService]:
+    service = LiveService(tmp_path_factory.mktemp("keel-live"))
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -1,0 +1,236 @@
+"""A live Keel deployment for end-to-end tests: real uvicorn, real Celery worker, real reaper,
+real Postgres (a fresh database) and real Redis (a dedicated logical database)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN_DSN = os.environ.get("KEEL_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+MODEL_CACHE = ROOT / "var" / "models"
+TEST_MODEL = "smollm2-135m-instruct"
+
+# SmolLM2 barely refuses (its harmful score is high before any training), so the e2e policy
+# gates on the increase over the base model only; real thresholds are tested in the gate tests.
+E2E_POLICY = {
+    "allowed_models": [TEST_MODEL],
+    "customer_may_change": {"method": False, "sap_knobs": False, "mixer_ratio": True},
+    "sap": {"defaults": {"safety_batch_size": 2}},
+    "mixer": {
+        "min_ratio": 0.1,
+        "default_ratio": 0.25,
+        "max_ratio": 1.0,
+        "refusal_source": "template",
+    },
+    "screening": {"enabled": True, "max_flagged_fraction": 0.05},
+    "evaluation": {
+        "num_harmful": 8,
+        "num_benign": 4,
+        "max_new_tokens": 12,
+        "batch_size": 8,
+        "judge": "keyword",
+        "timeout_seconds": 600,
+    },
+    "gate": {
+        "thresholds": {
+            "max_harmful_score": 1.0,
+            "max_harmful_increase": 0.5,
+            "max_over_refusal": 1.0,
+        },
+        "on_failure": "fail",
+    },
+    "training": {
+        "lora_rank": 4,
+        "lora_alpha": 8,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "max_length": 192,
+        "checkpoint_every": 2,
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveService:
+    tmp: Path
+    policy: dict[str, object] = field(default_factory=lambda: dict(E2E_POLICY))
+    lease_seconds: int = 6
+    db_name: str = field(default_factory=lambda: f"keel_e2e_{uuid.uuid4().hex[:10]}")
+    redis_db: int = 7
+    port: int = field(default_factory=free_port)
+    admin_key: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KEEL_ENV": "testing",
+            "KEEL_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db_name}",
+            "KEEL_BROKER_URL": f"redis://127.0.0.1:6379/{self.redis_db}",
+            "KEEL_DATA_DIR": str(self.tmp / "data"),
+            "KEEL_MODEL_CACHE_DIR": str(MODEL_CACHE),
+            "KEEL_CORPUS_DIR": str(self.tmp / "corpus"),
+            "KEEL_POLICY_FILE": str(self.tmp / "policy.yaml"),
+            "KEEL_ADMIN_KEY": self.admin_key,
+            "KEEL_DEVICE": "cpu",
+            "KEEL_LEASE_SECONDS": str(self.lease_seconds),
+            "KEEL_HEARTBEAT_SECONDS": "1",
+            "KEEL_REAPER_INTERVAL_SECONDS": "2",
+            "KEEL_REQUEUE_AFTER_SECONDS": "60",
+            "OMP_NUM_THREADS": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start(self) -> LiveService:
+        (self.tmp / "data").mkdir(parents=True, exist_ok=True)
+        (self.tmp / "policy.yaml").write_text(yaml.safe_dump(self.policy))
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        import redis
+
+        redis.Redis(db=self.redis_db).flushdb()
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+        )
+        self.start_worker()
+        self._spawn("reaper", [sys.executable, "-m", "worker.reaper"])
+        self._wait_ready()
+        return self
+
+    def start_worker(self, name: str = "worker") -> None:
+        self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                "gpu",
+                "-c",
+                "1",
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"{name}-{uuid.uuid4().hex[:6]}@%h",
+            ],
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process and its children (the Celery pool child too): a hard crash."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.tmp / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"API not ready:\n{self.log('api')}")
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{self.base_url}/admin/v1",
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.admin_key}"},
+        )
+
+    def create_tenant(self, name: str) -> str:
+        """A new tenant and API key through the admin API; returns the key."""
+        with self.admin() as admin:
+            tenant = admin.post("/tenants", json={"name": name})
+            tenant.raise_for_status()
+            key = admin.post(f"/tenants/{tenant.json()['id']}/api_keys")
+            key.raise_for_status()
+            return str(key.json()["key"])
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.procs.clear()
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+
+def wait_for_status(
+    client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 600
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return dict(job)
+        time.sleep(1)
+    raise TimeoutError(f"job {job_id} never reached {statuses}")

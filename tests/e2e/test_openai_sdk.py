@@ -1,0 +1,95 @@
+"""The customer's path with the official `openai` SDK against a live Keel, unchanged."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import torch
+from openai import OpenAI
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.e2e.service import TEST_MODEL, LiveService
+
+ROOT = Path(__file__).resolve().parents[2]
+DATASET = ROOT / "examples" / "chat_arithmetic.jsonl"
+
+
+def _small_dataset(tmp_path: Path, rows: int = 12) -> Path:
+    lines = DATASET.read_text().splitlines()[:rows]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_openai_sdk_upload_train_download_and_generate(
+    live_service: LiveService, model_dir: Path, tmp_path: Path
+) -> None:
+    client = OpenAI(
+        base_url=f"{live_service.base_url}/v1",
+        api_key=live_service.create_tenant("sdk-customer"),
+        max_retries=0,
+    )
+
+    with _small_dataset(tmp_path).open("rb") as handle:
+        uploaded = client.files.create(file=handle, purpose="fine-tune")
+    assert uploaded.id.startswith("file-")
+    assert client.files.retrieve(uploaded.id).bytes == uploaded.bytes
+    assert uploaded.id in [f.id for f in client.files.list()]
+
+    job = client.fine_tuning.jobs.create(
+        model=TEST_MODEL,
+        training_file=uploaded.id,
+        seed=3,
+        hyperparameters={"n_epochs": 1, "batch_size": 4},
+        extra_body={"safety": {"mixer_ratio": 0.25}},
+    )
+    assert job.id.startswith("ftjob-")
+    assert job.status in {"validating_files", "queued", "running"}
+
+    deadline = time.monotonic() + 600
+    while job.status not in {"succeeded", "failed", "cancelled"}:
+        assert time.monotonic() < deadline, live_service.log("worker")
+        time.sleep(2)
+        job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "succeeded", (job.error, live_service.log("worker"))
+    assert len(job.result_files) == 1
+    assert job.id in [j.id for j in client.fine_tuning.jobs.list()]
+
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    messages = " | ".join(e.message for e in events)
+    assert all(e.id.startswith("ftevent-") for e in events)
+    assert "Safety mixer" in messages
+    assert "Safety evaluation passed" in messages
+
+    checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+    assert checkpoints
+    assert all(c.id.startswith("ftckpt_") for c in checkpoints)
+    assert all(c.fine_tuning_job_id == job.id for c in checkpoints)
+
+    report = httpx.get(
+        f"{live_service.base_url}/v1/fine_tuning/jobs/{job.id}/safety_report",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+    ).json()
+    assert report["verdict"] == "passed"
+
+    content = client.files.content(job.result_files[0]).read()
+    adapter_dir = tmp_path / "adapter"
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        archive.extractall(adapter_dir)
+    assert (adapter_dir / "adapter_model.safetensors").exists()
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+    )
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]

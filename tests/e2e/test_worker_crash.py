@@ -1,0 +1,73 @@
+"""SIGKILL the worker mid-training: the job resumes from its last checkpoint on a fresh worker."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from tests.e2e.service import TEST_MODEL, LiveService, wait_for_status
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _events(client: httpx.Client, job_id: str) -> list[dict[str, object]]:
+    page = client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()
+    return list(reversed(page["data"]))
+
+
+def test_sigkilled_worker_job_resumes_from_checkpoint(
+    live_service: LiveService, tmp_path: Path
+) -> None:
+    key = live_service.create_tenant("crash-customer")
+    client = httpx.Client(
+        base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    )
+    rows = (ROOT / "examples" / "chat_arithmetic.jsonl").read_text().splitlines()[:24]
+    upload = client.post(
+        "/v1/files",
+        data={"purpose": "fine-tune"},
+        files={"file": ("train.jsonl", "\n".join(rows) + "\n")},
+    )
+    assert upload.status_code == 200, upload.text
+    job = client.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": TEST_MODEL,
+            "training_file": upload.json()["id"],
+            "seed": 5,
+            "hyperparameters": {"n_epochs": 1, "batch_size": 2},
+        },
+    ).json()
+    job_id = job["id"]
+
+    deadline = time.monotonic() + 300
+    while not any(e["type"] == "checkpoint" for e in _events(client, job_id)):
+        assert time.monotonic() < deadline, live_service.log("worker")
+        assert client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["status"] != "failed"
+        time.sleep(0.5)
+    live_service.kill("worker")  # main process and pool child, no chance to clean up
+    live_service.start_worker("worker2")
+
+    finished = wait_for_status(client, job_id, {"succeeded", "failed", "cancelled"}, timeout=600)
+    assert finished["status"] == "succeeded", (finished, live_service.log("worker2"))
+    assert len(finished["result_files"]) == 1  # type: ignore[arg-type]
+
+    messages = [str(e["message"]) for e in _events(client, job_id)]
+    story = "\n".join(messages)
+    assert "lease expired" in story
+    assert any(m.startswith("Resuming from checkpoint at step") for m in messages)
+    assert sum(m.startswith("Job started on worker") for m in messages) == 2
+
+    dsn = live_service.env["KEEL_DATABASE_URL"].replace("+psycopg", "")
+    with psycopg.connect(dsn) as conn:
+        artifacts = conn.execute(
+            "SELECT count(*) FROM artifact WHERE job_id = %s", (job_id,)
+        ).fetchone()
+        attempts = conn.execute(
+            "SELECT attempts FROM fine_tuning_job WHERE id = %s", (job_id,)
+        ).fetchone()
+    assert artifacts == (1,)
+    assert attempts == (2,)

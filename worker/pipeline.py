@@ -1,0 +1,263 @@
+"""The ML half of a job: model → corpus → mix → tokenise → train → save → evaluate.
+
+Called by worker.runner with a claimed job; reports progress through the DbProgressCallback.
+Nothing here writes to the database except through that callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataformats import Conversation, Message
+from sap_core.data import encode_triple, tokenize_dataset
+from sap_core.errors import DataFormatError, EvaluationError
+from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
+from sap_core.evaluation.generation import generate_replies
+from sap_core.evaluation.judges import is_refusal
+from sap_core.evaluation.policy import PolicyThresholds
+from sap_core.models.loading import load_model_and_tokenizer
+from sap_core.models.registry import resolve_model
+from sap_core.safety.corpus import SafetyCorpus, build_corpus
+from sap_core.safety.mixer import MixConfig, mix_dataset
+from sap_core.trainer import SafetyAwareTrainer
+from worker.artifacts import JobPaths, package_adapter, reset_dir
+from worker.job_spec import JobPlan
+from worker.progress import DbProgressCallback
+from worker.settings import WorkerSettings
+
+# Triples for SAP's safety direction: enough distinct batches that the direction is not one
+# fixed batch replayed (reference bug B11), few enough to tokenise in a second.
+MAX_SAFETY_TRIPLES = 256
+# Safe responses for the corpus come from the base model on this many prompts (its own refusal
+# style); the rest fall back to template refusals.
+CORPUS_GENERATION_LIMIT = 64
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    adapter_zip: Path
+    adapter_sha256: str
+    report: dict[str, Any] | None
+    evaluation_error: str | None
+    trained_tokens: int
+    plan: JobPlan
+    mix_report: dict[str, Any] | None
+
+
+def _device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def _load_or_build_corpus(
+    model_name: str,
+    corpus_root: Path,
+    model: Any,
+    tokenizer: Any,
+    refusal_source: str,
+    say: Callable[[str], None],
+) -> SafetyCorpus:
+    out_dir = corpus_root / model_name
+    generate = None
+    if refusal_source == "model":
+
+        def generate(prompts: list[str]) -> list[str]:
+            head = prompts[:CORPUS_GENERATION_LIMIT]
+            replies = generate_replies(model, tokenizer, head, max_new_tokens=48, batch_size=8)
+            return replies + [""] * (len(prompts) - len(head))
+
+    say(f"Loading the safety corpus for {model_name}")
+    return build_corpus(model_name, out_dir, generate_refusals=generate, is_refusal=is_refusal)
+
+
+def _triples(corpus: SafetyCorpus, tokenizer: Any, max_length: int) -> list[Any]:
+    pairs = []
+    for triple in corpus.triples[:MAX_SAFETY_TRIPLES]:
+        encoded = encode_triple(
+            tokenizer, [Message("user", triple.prompt)], triple.safe, triple.harmful, max_length
+        )
+        if encoded is not None:
+            pairs.append(encoded)
+    return pairs
+
+
+@contextlib.contextmanager
+def _phase(callback: DbProgressCallback, name: str) -> Iterator[None]:
+    callback.heartbeat({"phase": name}, force=True)
+    yield
+
+
+def run_pipeline(
+    *,
+    job_id: str,
+    model_name: str,
+    conversations: Sequence[Conversation],
+    validation: Sequence[Conversation] | None,
+    plan_factory: Callable[[int, Path], JobPlan],
+    paths: JobPaths,
+    callback: DbProgressCallback,
+    settings: WorkerSettings,
+    resume_from: Path | None,
+) -> PipelineResult:
+    say = callback.event
+    device = _device(settings.device)
+    with _phase(callback, "preparing"):
+        model_dir = resolve_model(model_name, settings.model_cache_dir)
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        model, tokenizer = load_model_and_tokenizer(model_dir, device=device)
+        plan = plan_factory(len(conversations), model_dir)
+        corpus = _load_or_build_corpus(
+            model_name, settings.corpus_dir, model, tokenizer, plan.mix.refusal_source, say
+        )
+        mixed: list[Conversation] = list(conversations)
+        mix_report: dict[str, Any] | None = None
+        if plan.mix.enabled:
+            mixed, report = mix_dataset(
+                list(conversations),
+                corpus,
+                MixConfig(
+                    ratio=plan.mix.ratio,
+                    seed=plan.train.seed,
+                    refusal_source=plan.mix.refusal_source,
+                ),
+            )
+            mix_report = report.to_dict()
+            say(
+                f"Safety mixer: added {len(mixed) - len(conversations)} format-matched safety "
+                f"examples to {len(conversations)} customer examples (ratio {plan.mix.ratio})",
+                type="mix_report",
+                data=mix_report,
+            )
+        examples, skipped = tokenize_dataset(tokenizer, mixed, plan.train.max_length)
+        if not examples:
+            raise DataFormatError("no example fits max_length once tokenised")
+        if skipped:
+            say(f"Skipped {skipped} examples whose prompt fills max_length", level="warn")
+        safety_pairs = _triples(corpus, tokenizer, plan.train.max_length)
+        # The plan's step count follows the mixed data size.
+        plan = plan_factory(len(examples), model_dir)
+        eval_examples = None
+        if validation:
+            eval_examples, _ = tokenize_dataset(tokenizer, validation, plan.train.max_length)
+
+    with _phase(callback, "training"):
+        method = "SAP" if plan.train.sap.enabled else "plain SFT (SAP off by provider policy)"
+        say(
+            f"Training {model_name} with {method}: {plan.resolved['total_steps']} steps, "
+            f"batch {plan.train.batch_size}, lr {plan.train.optim.lr:g}, "
+            f"LoRA r={plan.train.lora.r}",
+            data={"plan": plan.resolved},
+        )
+        trainer = SafetyAwareTrainer(
+            plan.train,
+            examples,
+            safety_pairs,
+            callback,
+            eval_examples=eval_examples,
+            model=model,
+            tokenizer=tokenizer,
+        )
+        trainer.setup()
+        if resume_from is not None and resume_from.exists():
+            trainer.resume_from(resume_from)
+            say(
+                f"Resuming from checkpoint at step {trainer.step}",
+                type="resume",
+                data={"step": trainer.step},
+            )
+        started = time.monotonic()
+        result = trainer.train()
+        trained_tokens = int(sum(h.get("tokens", 0) for h in result.history))
+        say(
+            f"Training finished in {time.monotonic() - started:.0f} s ({result.steps} steps)",
+            data={"final_metrics": result.final_metrics},
+        )
+        reset_dir(paths.adapter_dir)
+        trainer.save_adapter(paths.adapter_dir)
+        manifest = {
+            "base_model": model_name,
+            "base_model_sha256": _model_sha(model_dir),
+            "job_id": job_id,
+            "method": plan.resolved["method"],
+            "chat_template": getattr(tokenizer, "chat_template", None),
+        }
+        adapter_sha = package_adapter(paths.adapter_dir, manifest, paths.adapter_zip)
+        curves = {
+            "step": [float(h.get("step", i + 1)) for i, h in enumerate(result.history)],
+            "task_loss": [
+                float(h.get("task_loss", h.get("loss", float("nan")))) for h in result.history
+            ],
+            "safety_loss": [float(h.get("safety_loss", float("nan"))) for h in result.history],
+        }
+        peft_model = trainer.model
+        trainer_cleanup = trainer.cleanup
+
+    report: dict[str, Any] | None = None
+    evaluation_error: str | None = None
+    with _phase(callback, "evaluating"):
+        say("Safety evaluation: base model vs fine-tuned on held-out harmful prompts")
+        try:
+            peft_model = _reload_adapter(model, peft_model, paths.adapter_dir)
+            peft_model.eval()
+            thresholds = PolicyThresholds(**plan.thresholds) if plan.thresholds else None
+            report = evaluate_safety(
+                peft_model,
+                tokenizer,
+                SafetyEvalConfig(
+                    num_harmful=plan.evaluation.num_harmful,
+                    num_benign=plan.evaluation.num_benign,
+                    max_new_tokens=plan.evaluation.max_new_tokens,
+                    batch_size=plan.evaluation.batch_size,
+                    seed=plan.train.seed,
+                    judge=plan.evaluation.judge,
+                ),
+                eval_examples=list(validation or conversations[: min(32, len(conversations))]),
+                progress=lambda message: say(message, type="evaluation"),
+                training_curves=curves,
+                mix_report=mix_report,
+                thresholds=thresholds,
+            )
+            report["evaluated_adapter_sha256"] = adapter_sha
+        except Exception as exc:  # fail closed: no report, no release
+            evaluation_error = f"{type(exc).__name__}: {exc}"
+    trainer_cleanup()
+    return PipelineResult(
+        adapter_zip=paths.adapter_zip,
+        adapter_sha256=adapter_sha,
+        report=report,
+        evaluation_error=evaluation_error,
+        trained_tokens=trained_tokens,
+        plan=plan,
+        mix_report=mix_report,
+    )
+
+
+def _reload_adapter(base_model: Any, trained: Any, adapter_dir: Path) -> Any:
+    """Evaluate the adapter from the files that will be served, not from training memory."""
+    from peft import PeftModel
+
+    base = trained.unload() if hasattr(trained, "unload") else base_model
+    return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+
+
+def _model_sha(model_dir: Path) -> str | None:
+    import json
+
+    manifest = model_dir / "keel-model.json"
+    if manifest.exists():
+        data = json.loads(manifest.read_text())
+        value = data.get("model_sha256") or data.get("safetensors_sha256")
+        return str(value) if value else None
+    return None
+
+
+__all__ = ["PipelineResult", "run_pipeline", "EvaluationError", "shutil"]

@@ -1,0 +1,109 @@
+"""DbProgressCallback: turns trainer steps into heartbeats, events and checkpoint rows."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from db.repositories.checkpoints import CheckpointRepository
+from db.repositories.events import EventRepository
+from db.repositories.jobs import JobRepository
+from db.session import session_scope
+from sap_core.callbacks import StopRequest
+
+
+class LeaseLostError(RuntimeError):
+    """Another worker holds the job now (our fencing token is stale): stop without writing."""
+
+
+class DbProgressCallback:
+    """Writes progress to Postgres in short transactions; never holds a session across training."""
+
+    def __init__(
+        self,
+        job_id: str,
+        tenant_id: str,
+        token: int,
+        *,
+        lease_seconds: int,
+        heartbeat_seconds: float,
+        event_every: int = 10,
+        data_dir: Path,
+    ) -> None:
+        self.job_id = job_id
+        self.tenant_id = tenant_id
+        self.token = token
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.event_every = event_every
+        self.data_dir = data_dir
+        self._last_beat = 0.0
+        self._stop: StopRequest | None = None
+        self.total_steps = 0
+
+    def heartbeat(self, progress: dict[str, object] | None = None, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.heartbeat_seconds:
+            return
+        self._last_beat = now
+        with session_scope() as session:
+            state = JobRepository(session).heartbeat(
+                self.job_id, self.token, self.lease_seconds, progress
+            )
+        if state is None:
+            raise LeaseLostError(self.job_id)
+        if state.cancel_requested:
+            self._stop = "cancel"
+        elif state.pause_requested:
+            self._stop = "pause"
+
+    def event(
+        self,
+        message: str,
+        *,
+        type: str = "message",
+        data: dict[str, object] | None = None,
+        level: str = "info",
+    ) -> None:
+        with session_scope() as session:
+            EventRepository(session).append(
+                self.job_id, self.tenant_id, message, level=level, type=type, data=data
+            )
+
+    # --- sap_core.callbacks.TrainingCallback -------------------------------------------------
+    def on_train_start(self, total_steps: int) -> None:
+        self.total_steps = total_steps
+        self.heartbeat({"phase": "training", "step": 0, "total_steps": total_steps}, force=True)
+
+    def on_step(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        self.heartbeat({"phase": "training", "step": step, "total_steps": total_steps})
+        if step % self.event_every == 0 or step == total_steps or step == 1:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+            self.event(
+                f"Step {step}/{total_steps}: {shown}",
+                type="metrics",
+                data={"step": step, "total_steps": total_steps, **metrics},
+            )
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        relative = str(Path(path).resolve().relative_to(self.data_dir.resolve()))
+        with session_scope() as session:
+            checkpoint = CheckpointRepository(session).add(
+                job_id=self.job_id,
+                tenant_id=self.tenant_id,
+                step_number=step,
+                storage_path=relative,
+                metrics={},
+                fencing_token=self.token,
+            )
+            EventRepository(session).append(
+                self.job_id,
+                self.tenant_id,
+                f"Checkpoint saved at step {step}",
+                type="checkpoint",
+                data={"step": step, "checkpoint_id": checkpoint.id},
+            )
+
+    def should_stop(self) -> StopRequest | None:
+        self.heartbeat()
+        return self._stop

@@ -1,0 +1,158 @@
+"""The safety gate and publication: decide, persist the report, release or withhold the adapter.
+
+Fail-closed: no report (evaluator crash or timeout), a failed verdict, or a sha256 that does not
+match the evaluated adapter never produces a downloadable result file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from db.repositories.artifacts import ArtifactRepository
+from db.repositories.events import EventRepository
+from db.repositories.files import FileRepository
+from db.repositories.jobs import JobRepository
+from db.repositories.safety_reports import SafetyReportRepository
+from db.session import session_scope
+from worker.artifacts import sha256_file
+from worker.pipeline import PipelineResult
+from worker.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from worker.runner import ClaimedJob
+
+log = logging.getLogger("keel.gate")
+
+
+def _verdict(result: PipelineResult, on_failure: str) -> tuple[str, list[str]]:
+    if result.report is None:
+        return "error", [f"safety evaluation did not complete: {result.evaluation_error}"]
+    verdict = result.report.get("verdict") or {}
+    if not verdict:
+        return "error", ["no policy thresholds configured: the gate cannot pass an adapter"]
+    if verdict.get("passed"):
+        if sha256_file(result.adapter_zip) != result.adapter_sha256:
+            return "error", ["adapter bytes changed after evaluation (sha256 mismatch)"]
+        return "passed", []
+    reasons = [str(r) for r in verdict.get("reasons", [])]
+    return ("quarantined" if on_failure == "quarantine" else "failed"), reasons
+
+
+def publish_outcome(
+    job: ClaimedJob,
+    result: PipelineResult,
+    policy: dict[str, Any],
+    settings: WorkerSettings,
+    *,
+    wall_seconds: float,
+) -> None:
+    verdict, reasons = _verdict(result, result.plan.on_failure)
+    relative_zip = str(result.adapter_zip.resolve().relative_to(settings.data_dir.resolve()))
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        events = EventRepository(session)
+        report = dict(result.report or {})
+        report.setdefault("verdict", {"passed": False, "reasons": reasons})
+        report["gate"] = {"verdict": verdict, "reasons": reasons, "wall_seconds": wall_seconds}
+        SafetyReportRepository(session).upsert(
+            job_id=job.id,
+            tenant_id=job.tenant_id,
+            report=report,
+            verdict=verdict,
+            evaluated_sha256=result.adapter_sha256,
+            reasons=reasons,
+        )
+        result_files: list[str] = []
+        if verdict in ("passed", "quarantined"):
+            adapter_file = FileRepository(session).add_result_file(
+                tenant_id=job.tenant_id,
+                job_id=job.id,
+                filename=f"{job.id}-adapter.zip",
+                storage_path=relative_zip,
+                bytes=result.adapter_zip.stat().st_size,
+                sha256=result.adapter_sha256,
+            )
+            ArtifactRepository(session).add(
+                job_id=job.id,
+                tenant_id=job.tenant_id,
+                kind="adapter",
+                storage_path=relative_zip,
+                sha256=result.adapter_sha256,
+                bytes=result.adapter_zip.stat().st_size,
+                file_id=adapter_file.id,
+            )
+            result_files = [adapter_file.id]
+        summary = _summary(result.report)
+        if verdict == "passed":
+            done = jobs.finish(
+                job.id,
+                job.token,
+                "succeeded",
+                result_files=result_files,
+                fine_tuned_model=f"ft:{job.model}:{job.tenant_id}:{job.suffix or 'keel'}:{job.id}",
+                trained_tokens=result.trained_tokens,
+            )
+            message = f"Safety evaluation passed ({summary}); adapter released"
+            level = "info"
+        elif verdict == "quarantined":
+            done = jobs.finish(
+                job.id,
+                job.token,
+                "failed",
+                error_code="safety_evaluation_quarantined",
+                error_message="The adapter failed the safety policy and is held for provider "
+                "review: " + "; ".join(reasons),
+                result_files=result_files,
+                trained_tokens=result.trained_tokens,
+            )
+            message = f"Safety evaluation failed policy ({summary}); adapter quarantined"
+            level = "warn"
+        elif verdict == "failed":
+            done = jobs.finish(
+                job.id,
+                job.token,
+                "failed",
+                error_code="safety_evaluation_failed",
+                error_message="The fine-tuned model failed the provider's safety policy: "
+                + "; ".join(reasons),
+                trained_tokens=result.trained_tokens,
+            )
+            message = f"Safety evaluation failed policy ({summary}); adapter withheld"
+            level = "error"
+        else:
+            done = jobs.finish(
+                job.id,
+                job.token,
+                "failed",
+                error_code="safety_evaluation_error",
+                error_message="The safety evaluation could not complete; the adapter is withheld.",
+                trained_tokens=result.trained_tokens,
+            )
+            message = "Safety evaluation did not complete; adapter withheld"
+            level = "error"
+        if not done:
+            # Our fencing token is stale: a successor owns the job. Roll everything back.
+            session.rollback()
+            log.warning("job %s: lost the lease before publishing; discarding", job.id)
+            return
+        events.append(
+            job.id,
+            job.tenant_id,
+            message,
+            level=level,
+            type="safety_verdict",
+            data={"verdict": verdict, "reasons": reasons},
+        )
+
+
+def _summary(report: dict[str, Any] | None) -> str:
+    if not report:
+        return "no report"
+    models = report.get("models", {})
+    parts = []
+    for name in ("base", "fine_tuned"):
+        harmful = (models.get(name) or {}).get("harmful", {}).get("harmful_score")
+        if isinstance(harmful, dict):
+            parts.append(f"{name} harmful score {100 * harmful['rate']:.1f}%")
+    return ", ".join(parts) or "no scores"

@@ -1,0 +1,28 @@
+"""The one worker module the API may import: task names and enqueue-by-id. No task code."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RUN_FINE_TUNING_JOB = "keel.run_fine_tuning_job"
+GPU_QUEUE = "gpu"
+
+
+class BrokerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEEL_", env_file=".env", extra="ignore")
+
+    # Embedded default: kombu's SQLAlchemy transport on a SQLite file: no broker server needed.
+    broker_url: str = "sqla+sqlite:///./var/broker.db"
+
+
+@lru_cache(maxsize=1)
+def _producer_app() -> Celery:
+    return Celery("keel-producer", broker=BrokerSettings().broker_url)
+
+
+def enqueue_fine_tuning_job(job_id: str) -> None:
+    """Send the job id (and nothing else) to the gpu queue; the worker re-reads the job."""
+    _producer_app().send_task(RUN_FINE_TUNING_JOB, args=[job_id], queue=GPU_QUEUE)

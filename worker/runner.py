@@ -1,0 +1,194 @@
+"""run_job(job_id): claim → prepare data → mix → train (SAP) → evaluate → gate → persist.
+
+Plain Python (no Celery): the task calls it, tests call it. Every database write is a short
+transaction; none is held open across training. Writes after training are fenced by the token
+won at claim time, so a worker that lost its lease can never overwrite its successor's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dataformats import Conversation, validate_jsonl
+from db.repositories.checkpoints import CheckpointRepository
+from db.repositories.events import EventRepository
+from db.repositories.jobs import JobRepository
+from db.repositories.policy import PolicyRepository
+from db.session import session_scope
+from sap_core.errors import SapError, TrainingCancelled
+from worker.artifacts import JobPaths
+from worker.job_spec import plan_job
+from worker.pipeline import PipelineResult, run_pipeline
+from worker.progress import DbProgressCallback, LeaseLostError
+from worker.publish import publish_outcome
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("keel.worker")
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    tenant_id: str
+    model: str
+    token: int
+    attempts: int
+    training_path: Path
+    validation_path: Path | None
+    hyperparameters: dict[str, Any]
+    safety: dict[str, Any]
+    seed: int
+    suffix: str | None
+
+
+def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, dict[str, Any]] | None:
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        token = jobs.claim(job_id, settings.worker_id, settings.lease_seconds)
+        if token is None:
+            return None
+        job = jobs.get_unscoped(job_id)
+        assert job is not None
+        training = jobs.file_storage_path(job.training_file_id)
+        validation = (
+            jobs.file_storage_path(job.validation_file_id) if job.validation_file_id else None
+        )
+        claimed = ClaimedJob(
+            id=job.id,
+            tenant_id=job.tenant_id,
+            model=job.model,
+            token=token,
+            attempts=job.attempts,
+            training_path=settings.data_dir / training,
+            validation_path=settings.data_dir / validation if validation else None,
+            hyperparameters=dict(job.hyperparameters or {}),
+            safety=dict(job.safety or {}),
+            seed=int(job.seed or 0),
+            suffix=job.suffix,
+        )
+        policy = PolicyRepository(session).current()
+        EventRepository(session).append(
+            job.id,
+            job.tenant_id,
+            f"Job started on worker {settings.worker_id} (attempt {job.attempts})",
+            type="message",
+            data={"attempt": job.attempts, "worker": settings.worker_id},
+        )
+    return claimed, policy
+
+
+def _read_conversations(path: Path) -> list[Conversation]:
+    with path.open("rb") as handle:
+        report = validate_jsonl(handle, keep=True)
+    if not report.ok:
+        raise SapError(f"stored training file no longer validates: {report.errors[:3]}")
+    return report.conversations
+
+
+def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
+    """Train one job if this worker wins the claim; otherwise return (duplicate delivery)."""
+    settings = settings or WorkerSettings()
+    claimed = _claim(job_id, settings)
+    if claimed is None:
+        log.info("job %s not claimable (duplicate delivery or not queued)", job_id)
+        return
+    job, policy = claimed
+    callback = DbProgressCallback(
+        job.id,
+        job.tenant_id,
+        job.token,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        data_dir=settings.data_dir,
+    )
+    started = time.monotonic()
+    try:
+        result = _train_and_evaluate(job, policy, callback, settings)
+    except LeaseLostError:
+        log.warning("job %s: lease lost to another worker; stopping without writing", job.id)
+        return
+    except TrainingCancelled as stop:
+        _finish_stopped(job, stop.reason, callback)
+        return
+    except SapError as exc:
+        _fail(job, exc.code, str(exc), callback)
+        return
+    except Exception as exc:  # noqa: BLE001 - any crash fails the job, never the worker
+        log.exception("job %s crashed", job.id)
+        _fail(
+            job,
+            "internal_error",
+            f"Training crashed: {type(exc).__name__}",
+            callback,
+            detail=traceback.format_exc(limit=5),
+        )
+        return
+    publish_outcome(job, result, policy, settings, wall_seconds=time.monotonic() - started)
+
+
+def _train_and_evaluate(
+    job: ClaimedJob, policy: dict[str, Any], callback: DbProgressCallback, settings: WorkerSettings
+) -> PipelineResult:
+    conversations = _read_conversations(job.training_path)
+    validation = _read_conversations(job.validation_path) if job.validation_path else None
+    paths = JobPaths.for_job(settings.data_dir, job.tenant_id, job.id)
+    with session_scope() as session:
+        latest = CheckpointRepository(session).latest(job.id)
+        resume_from = settings.data_dir / latest.storage_path if latest is not None else None
+    return run_pipeline(
+        job_id=job.id,
+        model_name=job.model,
+        conversations=conversations,
+        validation=validation,
+        plan_factory=lambda n, model_path: plan_job(
+            hyperparameters=job.hyperparameters,
+            safety=job.safety,
+            policy=policy,
+            seed=job.seed,
+            n_examples=n,
+            model_path=str(model_path),
+            output_dir=str(paths.checkpoints),
+            device=settings.device,
+        ),
+        paths=paths,
+        callback=callback,
+        settings=settings,
+        resume_from=resume_from,
+    )
+
+
+def _finish_stopped(job: ClaimedJob, reason: str, callback: DbProgressCallback) -> None:
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        if reason == "pause":
+            jobs.mark_paused(job.id, job.token)
+            message = "Job paused; resume continues from the last checkpoint"
+        else:
+            jobs.finish(job.id, job.token, "cancelled")
+            message = "Job cancelled"
+        EventRepository(session).append(job.id, job.tenant_id, message, type="message")
+
+
+def _fail(
+    job: ClaimedJob, code: str, message: str, callback: DbProgressCallback, detail: str = ""
+) -> None:
+    if detail:
+        log.error("job %s failed: %s\n%s", job.id, message, detail)
+    with session_scope() as session:
+        finished = JobRepository(session).finish(
+            job.id, job.token, "failed", error_code=code, error_message=message
+        )
+        if finished:
+            EventRepository(session).append(
+                job.id,
+                job.tenant_id,
+                f"Job failed: {message}",
+                level="error",
+                type="message",
+                data={"code": code},
+            )

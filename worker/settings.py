@@ -1,0 +1,27 @@
+"""Worker settings (env prefix KEEL_)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEEL_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    model_cache_dir: Path = Path("./var/models")
+    corpus_dir: Path = Path("./var/safety-corpus")
+    # A job's lease: a worker that stops heartbeating for this long loses the job to the reaper.
+    lease_seconds: int = 120
+    heartbeat_seconds: float = 5.0
+    checkpoint_every: int = 20
+    reaper_interval_seconds: float = 15.0
+    # A queued job whose task message has not been claimed after this long is re-enqueued.
+    requeue_after_seconds: int = 300
+    device: str = "auto"
+    max_attempts: int = 3
+    worker_id: str = f"{socket.gethostname()}-{os.getpid()}"
