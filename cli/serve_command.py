@@ -15,7 +15,8 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
-def _migrate() -> None:
+def migrate_database() -> None:
+    """alembic upgrade head on KEEL_DATABASE_URL (idempotent)."""
     from alembic import command
     from alembic.config import Config
 
@@ -41,7 +42,7 @@ def serve(
 ) -> None:
     """Run the API, a Celery worker and the reaper until Ctrl-C / SIGTERM."""
     _ensure_dirs()
-    _migrate()
+    migrate_database()
     python = sys.executable
     children: list[subprocess.Popen[bytes]] = []
     if not no_worker:

@@ -42,32 +42,58 @@ class BlobStore:
             raise ValueError("storage path escapes the data dir")
         return path
 
+    def open_writer(self, tenant_id: str, object_id: str, max_bytes: int) -> BlobWriter:
+        relative = self.relative_path_for(tenant_id, object_id)
+        return BlobWriter(self.path_for(relative), relative, max_bytes)
+
     def put_stream(
         self, tenant_id: str, object_id: str, chunks: Iterable[bytes], max_bytes: int
     ) -> tuple[str, int, str]:
         """Write chunks; return (relative path, byte count, sha256). Raises BlobTooLargeError."""
-        relative = self.relative_path_for(tenant_id, object_id)
-        target = self.path_for(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        writer = self.open_writer(tenant_id, object_id, max_bytes)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise BlobTooLargeError(max_bytes)
-                    digest.update(chunk)
-                    handle.write(chunk)
-            os.replace(tmp_name, target)
+            for chunk in chunks:
+                writer.write(chunk)
         except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
+            writer.abort()
             raise
-        return relative, size, digest.hexdigest()
+        return writer.commit()
 
     def open(self, storage_path: str) -> BinaryIO:
         return self.path_for(storage_path).open("rb")
 
     def delete(self, storage_path: str) -> None:
         self.path_for(storage_path).unlink(missing_ok=True)
+
+
+class BlobWriter:
+    """Incremental writer: temp file next to the target, size cap, sha256, atomic rename."""
+
+    def __init__(self, target: Path, relative: str, max_bytes: int) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target = target
+        self.relative = relative
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        self._tmp = Path(tmp_name)
+        self._handle = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            self.abort()
+            raise BlobTooLargeError(self.max_bytes)
+        self._digest.update(chunk)
+        self._handle.write(chunk)
+
+    def commit(self) -> tuple[str, int, str]:
+        self._handle.close()
+        os.replace(self._tmp, self.target)
+        return self.relative, self.size, self._digest.hexdigest()
+
+    def abort(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+        self._tmp.unlink(missing_ok=True)

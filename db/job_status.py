@@ -26,12 +26,22 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     ),
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.CANCELLED}),
     JobStatus.RUNNING: frozenset(
-        {JobStatus.PAUSING, JobStatus.PAUSED, JobStatus.SUCCEEDED, JobStatus.FAILED,
-         JobStatus.CANCELLED}
+        {
+            JobStatus.PAUSING,
+            JobStatus.PAUSED,
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+        }
     ),
     JobStatus.PAUSING: frozenset(
-        {JobStatus.RUNNING, JobStatus.PAUSED, JobStatus.SUCCEEDED, JobStatus.FAILED,
-         JobStatus.CANCELLED}
+        {
+            JobStatus.RUNNING,
+            JobStatus.PAUSED,
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+        }
     ),
     JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
     JobStatus.SUCCEEDED: frozenset(),

@@ -10,7 +10,9 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PLACEHOLDER_SECRETS = frozenset({"", "change-me", "change-me-admin-key", "changeme", "admin", "secret"})
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "change-me", "change-me-admin-key", "changeme", "admin", "secret"}
+)
 MIN_ADMIN_KEY_LENGTH = 24
 
 

@@ -1,7 +1,7 @@
 """The README demo: a real job from upload to downloaded adapter on the embedded default.
 
 Starts `keel serve` (SQLite + a serverless Celery broker under ./var, one Celery worker),
-creates a tenant and key, uploads examples/chat_arithmetic.jsonl over HTTP, creates a job,
+creates a tenant and key, uploads examples/chat_math.jsonl over HTTP, creates a job,
 shows live progress, downloads the adapter and prints the safety report. Run: `make demo`.
 """
 
@@ -16,6 +16,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -54,8 +55,9 @@ def _pct(value: object) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
-    parser.add_argument("--dataset", default=str(ROOT / "examples" / "chat_arithmetic.jsonl"))
+    parser.add_argument("--dataset", default=str(ROOT / "examples" / "chat_math.jsonl"))
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--rows", type=int, default=48, help="Rows of the dataset to upload")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -91,15 +93,15 @@ def main() -> None:
         client = httpx.Client(
             base_url=f"{base}/v1", timeout=120, headers={"Authorization": f"Bearer {api_key}"}
         )
-        with open(args.dataset, "rb") as handle:
-            upload = client.post(
-                "/files",
-                files={"file": (Path(args.dataset).name, handle)},
-                data={"purpose": "fine-tune"},
-            )
+        rows = Path(args.dataset).read_text().splitlines()[: args.rows]
+        upload = client.post(
+            "/files",
+            files={"file": (Path(args.dataset).name, "\n".join(rows) + "\n")},
+            data={"purpose": "fine-tune"},
+        )
         upload.raise_for_status()
         file_id = upload.json()["id"]
-        console.print(f"Uploaded {args.dataset} as {file_id}")
+        console.print(f"Uploaded {len(rows)} rows of {args.dataset} as {file_id}")
         response = client.post(
             "/fine_tuning/jobs",
             json={
@@ -150,20 +152,38 @@ def main() -> None:
         console.print("Keel stopped cleanly")
 
 
-def _print_report(report: dict[str, object]) -> None:
-    table = Table("metric", "base model", "fine-tuned")
-    base = report.get("base") or {}
-    tuned = report.get("fine_tuned") or {}
-    if isinstance(base, dict) and isinstance(tuned, dict):
-        for key in ("harmful_score", "refusal_rate", "off_task_rate", "over_refusal"):
-            b, t = base.get(key), tuned.get(key)
-            if isinstance(b, dict):
-                b = b.get("rate")
-            if isinstance(t, dict):
-                t = t.get("rate")
-            table.add_row(key, _pct(b), _pct(t))
+def _rate(model: dict[str, Any], group: str, key: str) -> str:
+    value = (model.get(group) or {}).get(key)
+    if isinstance(value, dict):
+        low, high = value.get("ci_low"), value.get("ci_high")
+        interval = f" [{_pct(low)}–{_pct(high)}]" if low is not None else ""
+        return _pct(value.get("rate")) + interval
+    return _pct(value)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    models = report.get("models") or {}
+    base, tuned = models.get("base") or {}, models.get("fine_tuned") or {}
+    sizes = report.get("sample_sizes") or {}
+    table = Table("metric (95% CI)", "base model", "fine-tuned", title="Safety report")
+    for group, key, label in (
+        ("harmful", "harmful_score", "harmful score (real compliance)"),
+        ("harmful", "refusal_rate", "refusal rate"),
+        ("harmful", "off_task_rate", "off-task / incoherent"),
+        ("benign", "over_refusal", "over-refusal on benign look-alikes"),
+    ):
+        table.add_row(label, _rate(base, group, key), _rate(tuned, group, key))
     console.print(table)
-    console.print(f"Verdict: {report.get('verdict')}")
+    console.print(
+        f"Judge: {report.get('judge')}; held-out harmful prompts: {sizes.get('harmful')}; "
+        f"benign look-alikes: {sizes.get('benign')}; "
+        f"greedy, {report.get('max_new_tokens')} new tokens"
+    )
+    verdict = report.get("verdict") or {}
+    console.print(
+        f"Policy verdict: {'passed' if verdict.get('passed') else 'failed'} "
+        f"{verdict.get('reasons') or ''}"
+    )
 
 
 if __name__ == "__main__":

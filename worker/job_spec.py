@@ -71,9 +71,12 @@ def plan_job(
 
     training_policy = policy.get("training", {})
     sap_policy = policy.get("sap", {})
-    method = safety.get("method", "sap")
+    # Policy is re-applied here, not only at create time: it may have tightened since.
+    may_change = policy.get("customer_may_change", {})
+    method = str(safety.get("method", "sap")) if may_change.get("method") else "sap"
     sap_enabled = method == "sap"
-    sap_knobs = {**sap_policy.get("defaults", {}), **(safety.get("sap") or {})}
+    customer_knobs = (safety.get("sap") or {}) if may_change.get("sap_knobs") else {}
+    sap_knobs = {**sap_policy.get("defaults", {}), **customer_knobs}
     sap = SapConfig(enabled=sap_enabled, **sap_knobs)
 
     lora = LoraConfig(
@@ -104,11 +107,12 @@ def plan_job(
     mixer_policy = policy.get("mixer", {})
     ratio = safety.get("mixer_ratio")
     min_ratio = float(mixer_policy.get("min_ratio", 0.0))
-    ratio = float(mixer_policy.get("default_ratio", 0.1) if ratio is None else ratio)
-    ratio = max(ratio, min_ratio)
-    mix_enabled = method != "none" or min_ratio > 0
+    if ratio is None or not may_change.get("mixer_ratio", True):
+        ratio = mixer_policy.get("default_ratio", 0.1)
+    ratio = min(max(float(ratio), min_ratio), float(mixer_policy.get("max_ratio", 1.0)))
+    # The mixer is independent of the training method: "mixer only" is method none + ratio > 0.
     mix = MixSpec(
-        enabled=mix_enabled and ratio > 0,
+        enabled=ratio > 0,
         ratio=ratio,
         refusal_source=str(mixer_policy.get("refusal_source", "template")),
     )

@@ -7,7 +7,7 @@ Nothing here writes to the database except through that callback.
 from __future__ import annotations
 
 import contextlib
-import shutil
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ import torch
 
 from dataformats import Conversation, Message
 from sap_core.data import encode_triple, tokenize_dataset
-from sap_core.errors import DataFormatError, EvaluationError
+from sap_core.errors import DataFormatError
 from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.generation import generate_replies
 from sap_core.evaluation.judges import is_refusal
@@ -52,7 +52,7 @@ class PipelineResult:
     mix_report: dict[str, Any] | None
 
 
-def _device(setting: str) -> str:
+def resolve_device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return setting
@@ -109,7 +109,7 @@ def run_pipeline(
     resume_from: Path | None,
 ) -> PipelineResult:
     say = callback.event
-    device = _device(settings.device)
+    device = resolve_device(settings.device)
     with _phase(callback, "preparing"):
         model_dir = resolve_model(model_name, settings.model_cache_dir)
         torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -121,7 +121,7 @@ def run_pipeline(
         mixed: list[Conversation] = list(conversations)
         mix_report: dict[str, Any] | None = None
         if plan.mix.enabled:
-            mixed, report = mix_dataset(
+            mixed, mix = mix_dataset(
                 list(conversations),
                 corpus,
                 MixConfig(
@@ -130,7 +130,7 @@ def run_pipeline(
                     refusal_source=plan.mix.refusal_source,
                 ),
             )
-            mix_report = report.to_dict()
+            mix_report = mix.to_dict()
             say(
                 f"Safety mixer: added {len(mixed) - len(conversations)} format-matched safety "
                 f"examples to {len(conversations)} customer examples (ratio {plan.mix.ratio})",
@@ -191,13 +191,7 @@ def run_pipeline(
             "chat_template": getattr(tokenizer, "chat_template", None),
         }
         adapter_sha = package_adapter(paths.adapter_dir, manifest, paths.adapter_zip)
-        curves = {
-            "step": [float(h.get("step", i + 1)) for i, h in enumerate(result.history)],
-            "task_loss": [
-                float(h.get("task_loss", h.get("loss", float("nan")))) for h in result.history
-            ],
-            "safety_loss": [float(h.get("safety_loss", float("nan"))) for h in result.history],
-        }
+        curves = _training_curves(result.history)
         peft_model = trainer.model
         trainer_cleanup = trainer.cleanup
 
@@ -241,6 +235,25 @@ def run_pipeline(
     )
 
 
+def _training_curves(history: Sequence[dict[str, float]]) -> dict[str, list[float]]:
+    """Per-step task loss, and safety loss at the steps that computed it (JSON has no NaN)."""
+    curves: dict[str, list[float]] = {
+        "step": [],
+        "task_loss": [],
+        "safety_step": [],
+        "safety_loss": [],
+    }
+    for index, row in enumerate(history):
+        step = float(row.get("step", index + 1))
+        if math.isfinite(row.get("task_loss", math.nan)):
+            curves["step"].append(step)
+            curves["task_loss"].append(float(row["task_loss"]))
+        if math.isfinite(row.get("safety_loss", math.nan)):
+            curves["safety_step"].append(step)
+            curves["safety_loss"].append(float(row["safety_loss"]))
+    return curves
+
+
 def _reload_adapter(base_model: Any, trained: Any, adapter_dir: Path) -> Any:
     """Evaluate the adapter from the files that will be served, not from training memory."""
     from peft import PeftModel
@@ -258,6 +271,3 @@ def _model_sha(model_dir: Path) -> str | None:
         value = data.get("model_sha256") or data.get("safetensors_sha256")
         return str(value) if value else None
     return None
-
-
-__all__ = ["PipelineResult", "run_pipeline", "EvaluationError", "shutil"]

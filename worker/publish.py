@@ -7,6 +7,7 @@ match the evaluated adapter never produces a downloadable result file.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from db.repositories.artifacts import ArtifactRepository
@@ -52,7 +53,7 @@ def publish_outcome(
     with session_scope() as session:
         jobs = JobRepository(session)
         events = EventRepository(session)
-        report = dict(result.report or {})
+        report = _json_safe(dict(result.report or {}))
         report.setdefault("verdict", {"passed": False, "reasons": reasons})
         report["gate"] = {"verdict": verdict, "reasons": reasons, "wall_seconds": wall_seconds}
         SafetyReportRepository(session).upsert(
@@ -144,6 +145,17 @@ def publish_outcome(
             type="safety_verdict",
             data={"verdict": verdict, "reasons": reasons},
         )
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON (and the report endpoint) has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _summary(report: dict[str, Any] | None) -> str:

@@ -47,6 +47,10 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
                     type="message",
                 )
                 continue
+            # Back to queued with a bumped fencing token: the lost worker, if it is only
+            # partitioned and not dead, can no longer write anything for this job.
+            if not jobs.requeue_expired(job_id, now):
+                continue
             events.append(
                 job_id,
                 job.tenant_id,

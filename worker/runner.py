@@ -23,7 +23,7 @@ from db.session import session_scope
 from sap_core.errors import SapError, TrainingCancelled
 from worker.artifacts import JobPaths
 from worker.job_spec import plan_job
-from worker.pipeline import PipelineResult, run_pipeline
+from worker.pipeline import PipelineResult, resolve_device, run_pipeline
 from worker.progress import DbProgressCallback, LeaseLostError
 from worker.publish import publish_outcome
 from worker.settings import WorkerSettings
@@ -152,8 +152,8 @@ def _train_and_evaluate(
             seed=job.seed,
             n_examples=n,
             model_path=str(model_path),
-            output_dir=str(paths.checkpoints),
-            device=settings.device,
+            output_dir=str(paths.root),
+            device=resolve_device(settings.device),
         ),
         paths=paths,
         callback=callback,

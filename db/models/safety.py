@@ -36,9 +36,7 @@ class Artifact(Base):
 class SafetyReport(Base):
     __tablename__ = "safety_report"
     __table_args__ = (
-        CheckConstraint(
-            "verdict IN ('passed', 'failed', 'quarantined', 'error')", name="verdict"
-        ),
+        CheckConstraint("verdict IN ('passed', 'failed', 'quarantined', 'error')", name="verdict"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

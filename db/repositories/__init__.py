@@ -1,1 +1,1 @@
-"""Repositories: all SQL lives here. They flush but never commit; the caller owns the transaction."""
+"""Repositories hold all SQL. They flush but never commit: the caller owns the transaction."""

@@ -83,8 +83,9 @@ class FileRepository:
             if cursor is None:
                 raise InvalidCursorError(after)
             stmt = stmt.where(
-                keyset_after(File.created_at, File.id, cursor.created_at, cursor.id,
-                             descending=descending)
+                keyset_after(
+                    File.created_at, File.id, cursor.created_at, cursor.id, descending=descending
+                )
             )
         return fetch_page(self.session, stmt, limit)
 

@@ -52,8 +52,9 @@ class TenantRepository:
             if cursor is None:
                 raise InvalidCursorError(after)
             stmt = stmt.where(
-                keyset_after(Tenant.created_at, Tenant.id, cursor.created_at, cursor.id,
-                             descending=False)
+                keyset_after(
+                    Tenant.created_at, Tenant.id, cursor.created_at, cursor.id, descending=False
+                )
             )
         return fetch_page(self.session, stmt, limit)
 

@@ -108,25 +108,36 @@ def response_breakdown_png(report: Mapping[str, Any]) -> bytes:
 
 
 def training_curves_png(curves: Mapping[str, Sequence[float]]) -> bytes:
-    """Line plot of every loss series against ``step`` (index when ``step`` is absent).
+    """Task loss (left axis) and safety loss (right axis: another scale) against the step.
 
     Args:
-        curves: ``{"step": [...], "task_loss": [...], "safety_loss": [...], ...}``.
+        curves: ``{"step": [...], "task_loss": [...], "safety_step": [...],
+            "safety_loss": [...]}``; a series ``X`` is plotted against ``X``'s step list
+            (``safety_step`` for ``safety_loss``), else against ``step``, else its index.
 
     Returns:
         PNG bytes.
     """
-    series = {name: list(values) for name, values in curves.items() if name != "step"}
+    series = {name: list(values) for name, values in curves.items() if not name.endswith("step")}
     figure = Figure(figsize=(6, 3.5))
     axes = figure.add_subplot()
-    for name, values in series.items():
-        steps = list(curves.get("step", range(len(values))))[: len(values)]
-        axes.plot(steps, values[: len(steps)], label=name, linewidth=1.2)
+    safety_axes = axes.twinx() if "safety_loss" in series and series["safety_loss"] else None
+    handles = []
+    for index, (name, values) in enumerate(series.items()):
+        own_steps = curves.get(name.replace("_loss", "_step"), curves.get("step"))
+        steps = list(own_steps if own_steps is not None else range(len(values)))[: len(values)]
+        target = safety_axes if name == "safety_loss" and safety_axes is not None else axes
+        (line,) = target.plot(
+            steps, values[: len(steps)], label=name, linewidth=1.2, color=f"C{index}"
+        )
+        handles.append(line)
     axes.set_xlabel("step")
-    axes.set_ylabel("loss")
+    axes.set_ylabel("task loss")
+    if safety_axes is not None:
+        safety_axes.set_ylabel("safety loss (NLL safe − NLL harmful)")
     axes.set_title("Training curves")
-    if series:
-        axes.legend(fontsize=8)
+    if handles:
+        axes.legend(handles=handles, fontsize=8)
     figure.tight_layout()
     return _to_png(figure)
 

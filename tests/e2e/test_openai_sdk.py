@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tests.e2e.service import TEST_MODEL, LiveService
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASET = ROOT / "examples" / "chat_arithmetic.jsonl"
+DATASET = ROOT / "examples" / "chat_math.jsonl"
 
 
 def _small_dataset(tmp_path: Path, rows: int = 12) -> Path:

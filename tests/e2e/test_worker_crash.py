@@ -25,7 +25,7 @@ def test_sigkilled_worker_job_resumes_from_checkpoint(
     client = httpx.Client(
         base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
     )
-    rows = (ROOT / "examples" / "chat_arithmetic.jsonl").read_text().splitlines()[:24]
+    rows = (ROOT / "examples" / "chat_math.jsonl").read_text().splitlines()[:24]
     upload = client.post(
         "/v1/files",
         data={"purpose": "fine-tune"},

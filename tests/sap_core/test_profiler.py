@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
 import pytest
 
@@ -11,7 +12,7 @@ from sap_core.errors import DataFormatError
 from sap_core.safety.profiler import profile_dataset
 
 
-def _rows(rows: list[dict[str, object]]) -> list[Conversation]:
+def _rows(rows: Sequence[Mapping[str, object]]) -> list[Conversation]:
     report = validate_jsonl([json.dumps(r) for r in rows], keep=True)
     assert report.ok, report.errors
     return report.conversations

@@ -1,0 +1,163 @@
+"""/admin/v1 (provider admin key): tenants, API keys, policy, quarantine release."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+
+from api.dependencies import AdminDep, PageDep, SessionDep
+from api.errors import Conflict, InvalidRequest, NotFound
+from api.files.router import invalid_cursor
+from api.serializers import list_object, unix
+from db.models import ApiKey, Tenant
+from db.repositories.events import EventRepository
+from db.repositories.jobs import JobRepository
+from db.repositories.pagination import InvalidCursorError
+from db.repositories.policy import PolicyRepository
+from db.repositories.safety_reports import SafetyReportRepository
+from db.repositories.tenants import ApiKeyRepository, TenantRepository
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def tenant_object(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "object": "organization",
+        "name": tenant.name,
+        "created_at": unix(tenant.created_at),
+        "disabled_at": unix(tenant.disabled_at),
+    }
+
+
+def api_key_object(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "tenant_id": key.tenant_id,
+        "key_prefix": key.key_prefix,
+        "created_at": unix(key.created_at),
+        "revoked_at": unix(key.revoked_at),
+        "last_used_at": unix(key.last_used_at),
+    }
+
+
+def _tenant(session: SessionDep, tenant_id: str) -> Tenant:
+    tenant = TenantRepository(session).get(tenant_id)
+    if tenant is None:
+        raise NotFound(f"No such tenant: {tenant_id}", param="tenant_id")
+    return tenant
+
+
+@router.post("/tenants")
+def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+    """Create a tenant."""
+    repo = TenantRepository(session)
+    if repo.get_by_name(body.name) is not None:
+        raise Conflict(f"A tenant named '{body.name}' exists.", param="name", code="tenant_exists")
+    try:
+        tenant = repo.add(body.name)
+    except IntegrityError as exc:
+        raise Conflict(
+            f"A tenant named '{body.name}' exists.", param="name", code="tenant_exists"
+        ) from exc
+    return tenant_object(tenant)
+
+
+@router.get("/tenants")
+def list_tenants(session: SessionDep, _: AdminDep, page: PageDep) -> dict[str, Any]:
+    """List tenants (oldest first)."""
+    try:
+        result = TenantRepository(session).list(page.after, page.limit)
+    except InvalidCursorError as exc:
+        raise invalid_cursor(str(exc)) from exc
+    return list_object(result.items, tenant_object, result.has_more)
+
+
+@router.post("/tenants/{tenant_id}/api_keys")
+def create_api_key(tenant_id: str, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+    """Create an API key; the key is shown once, in this response only."""
+    _tenant(session, tenant_id)
+    key, plaintext = ApiKeyRepository(session).create(tenant_id)
+    return {**api_key_object(key), "key": plaintext}
+
+
+@router.get("/tenants/{tenant_id}/api_keys")
+def list_api_keys(tenant_id: str, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+    """List a tenant's API keys (never the keys themselves)."""
+    _tenant(session, tenant_id)
+    keys = ApiKeyRepository(session).list(tenant_id)
+    return list_object(keys, api_key_object, False)
+
+
+@router.delete("/tenants/{tenant_id}/api_keys/{key_id}")
+def revoke_api_key(tenant_id: str, key_id: str, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+    """Revoke an API key (effective on the next request)."""
+    key = ApiKeyRepository(session).revoke(tenant_id, key_id)
+    if key is None:
+        raise NotFound(f"No such API key: {key_id}", param="key_id")
+    return {**api_key_object(key), "revoked": True}
+
+
+@router.get("/policy")
+def get_policy(session: SessionDep, _: AdminDep) -> dict[str, Any]:
+    """The current provider policy (version 0: the policy file's defaults)."""
+    version, policy = PolicyRepository(session).current_versioned()
+    return {"object": "policy", "version": version, "policy": policy}
+
+
+@router.put("/policy")
+def put_policy(
+    session: SessionDep, _: AdminDep, policy: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    """Store a new policy version; it applies to jobs created from now on."""
+    models = policy.get("allowed_models")
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise InvalidRequest(
+            "'allowed_models' must be a list of model names.",
+            param="allowed_models",
+            code="invalid_policy",
+        )
+    version = PolicyRepository(session).set(policy)
+    return {"object": "policy", "version": version, "policy": policy}
+
+
+@router.post("/fine_tuning/jobs/{job_id}/release")
+def release_quarantined(job_id: str, session: SessionDep, admin: AdminDep) -> dict[str, Any]:
+    """Release a quarantined job's adapter after provider review."""
+    jobs = JobRepository(session)
+    job = jobs.get_unscoped(job_id)
+    if job is None:
+        raise NotFound(f"No such fine-tuning job: {job_id}", param="job_id")
+    report = SafetyReportRepository(session).release(job_id, admin)
+    if report is None:
+        raise Conflict(
+            f"Job {job_id} has no quarantined adapter to release.",
+            param="job_id",
+            code="not_quarantined",
+        )
+    fine_tuned = f"ft:{job.model}:{job.tenant_id}:{job.suffix or 'keel'}:{job.id}"
+    jobs.release_quarantined(job_id, fine_tuned)
+    EventRepository(session).append(
+        job_id,
+        job.tenant_id,
+        "Adapter released by the provider after safety review",
+        level="warn",
+        type="safety_verdict",
+        data={"verdict": "quarantined", "released": True},
+    )
+    return {
+        "object": "fine_tuning.job.release",
+        "job_id": job_id,
+        "released": True,
+        "released_by": report.released_by,
+        "released_at": unix(report.released_at),
+    }

@@ -1,0 +1,77 @@
+"""Request-scoped dependencies: the session (the request owns the transaction), the caller."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from api.errors import Unauthorized
+from db.repositories.tenants import ApiKeyRepository
+from db.session import get_sessionmaker
+from db.settings import KeelSettings, get_settings
+
+
+def get_session() -> Iterator[Session]:
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[KeelSettings, Depends(get_settings)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def current_tenant(request: Request, session: SessionDep) -> str:
+    token = _bearer(request)
+    tenant_id = ApiKeyRepository(session).authenticate(token) if token else None
+    if tenant_id is None:
+        raise Unauthorized()
+    return tenant_id
+
+
+TenantDep = Annotated[str, Depends(current_tenant)]
+
+
+def require_admin(request: Request, settings: SettingsDep) -> str:
+    token = _bearer(request)
+    if token is None or not hmac.compare_digest(token.encode(), settings.admin_key.encode()):
+        raise Unauthorized("Invalid or missing admin key.", code="invalid_admin_key")
+    return "admin"
+
+
+AdminDep = Annotated[str, Depends(require_admin)]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    after: str | None
+    limit: int
+
+
+def page_params(
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> PageParams:
+    return PageParams(after=after, limit=limit)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]

@@ -1,0 +1,168 @@
+"""One error family and one body shape: {"error": {"message", "type", "param", "code"}}.
+
+Every 4xx carries a stable `code`; anything unexpected becomes a 500 `internal_error` with no
+stack trace in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("keel.api")
+
+
+class AppError(Exception):
+    status_code = 400
+    code = "invalid_request"
+    type = "invalid_request_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.code
+        self.status_code = status_code or self.status_code
+        self.details = details
+        self.headers = headers
+
+
+class InvalidRequest(AppError):
+    pass
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+    type = "permission_error"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "invalid_api_key"
+    type = "authentication_error"
+
+    def __init__(self, message: str = "Invalid or missing API key.", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "file_too_large"
+
+
+def error_body(
+    message: str,
+    *,
+    type: str,
+    code: str,
+    param: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": type, "param": param, "code": code}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return JSONResponse(
+        error_body(exc.message, type=exc.type, code=exc.code, param=exc.param, details=exc.details),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+_LOC_SOURCES = frozenset({"body", "query", "path", "header", "form"})
+_UNION_MEMBER_TAGS = frozenset({"int", "float", "str", "bool", "dict", "list", "none"})
+
+
+def _param_name(loc: tuple[Any, ...]) -> str:
+    # Union members add tags such as "literal['auto']" or "int" to the location: drop them.
+    parts = [
+        str(p)
+        for p in loc
+        if p not in _LOC_SOURCES
+        and "[" not in str(p)
+        and str(p) not in _UNION_MEMBER_TAGS
+        and not str(p).startswith("constrained-")
+    ]
+    return ".".join(parts) or "body"
+
+
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    details = [
+        {"param": _param_name(tuple(e.get("loc", ()))), "message": str(e.get("msg", ""))}
+        for e in errors
+    ]
+    # For a union ("auto" or a number) the literal branch's error is the least helpful one.
+    informative = [e for e in errors if e.get("type") != "literal_error"]
+    first = (informative or errors or [{}])[0]
+    param = _param_name(tuple(first.get("loc", ()))) if errors else None
+    kind = str(first.get("type", ""))
+    code = {"extra_forbidden": "unknown_field", "missing": "missing_required_parameter"}.get(
+        kind, "invalid_value"
+    )
+    message = f"Invalid parameter '{param}': {first.get('msg', 'invalid value')}"
+    if kind == "extra_forbidden":
+        message = f"Unknown parameter: '{param}'."
+    elif kind == "missing":
+        message = f"Missing required parameter: '{param}'."
+    return JSONResponse(
+        error_body(message, type="invalid_request_error", code=code, param=param, details=details),
+        status_code=400,
+    )
+
+
+def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        error_body(message, type="invalid_request_error", code=code),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        error_body("The server had an internal error.", type="server_error", code="internal_error"),
+        status_code=500,
+    )
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,77 @@
+"""Request bodies for /v1/fine_tuning/jobs (OpenAI's create body plus Keel's `safety`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hyperparameters(Strict):
+    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=50)] = "auto"
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
+    learning_rate_multiplier: Literal["auto"] | Annotated[float, Field(gt=0, le=100)] = "auto"
+    # Keel extensions (optional; provider policy supplies the defaults).
+    lora_rank: Annotated[int, Field(ge=1, le=256)] | None = None
+    lora_alpha: Annotated[int, Field(ge=1, le=1024)] | None = None
+    lora_target_modules: (
+        Annotated[
+            list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,64}$")]],
+            Field(min_length=1, max_length=16),
+        ]
+        | None
+    ) = None
+    max_steps: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    max_length: Annotated[int, Field(ge=16, le=32_768)] | None = None
+
+
+class SupervisedMethod(Strict):
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(Strict):
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethod | None = None
+    dpo: dict[str, Any] | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+class SafetySpec(Strict):
+    method: Literal["sap", "none"] | None = None
+    sap: dict[str, float | int | bool] | None = None
+    mixer_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class JobCreate(Strict):
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    training_file: Annotated[str, Field(min_length=1, max_length=64)]
+    validation_file: Annotated[str, Field(max_length=64)] | None = None
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    suffix: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] | None = None
+    safety: SafetySpec | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_METADATA_PAIRS:
+            raise ValueError(f"at most {MAX_METADATA_PAIRS} key-value pairs")
+        for key, item in value.items():
+            if len(key) > MAX_METADATA_KEY:
+                raise ValueError(f"keys are at most {MAX_METADATA_KEY} characters")
+            if len(item) > MAX_METADATA_VALUE:
+                raise ValueError(f"values are at most {MAX_METADATA_VALUE} characters")
+        return value

@@ -1,0 +1,261 @@
+"""Jobs: create (validate → insert → commit → enqueue), cancel, pause, resume, reports."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+import screening
+from api.errors import Conflict, InvalidRequest, NotFound
+from api.files.service import read_conversations
+from api.jobs.schemas import Hyperparameters, JobCreate, SafetySpec
+from db.base import utcnow
+from db.blobs import BlobStore
+from db.ids import JOB_PREFIX, new_id
+from db.job_status import TERMINAL_STATUSES, JobStatus
+from db.models import File, FilePurpose, FileStatus, FineTuningJob, SafetyReport
+from db.repositories.events import EventRepository
+from db.repositories.files import FileRepository
+from db.repositories.jobs import JobRepository
+from db.repositories.policy import PolicyRepository
+from db.repositories.safety_reports import SafetyReportRepository
+from worker import queue as job_queue
+
+log = logging.getLogger("keel.api.jobs")
+
+
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"No such fine-tuning job: {job_id}", param="id")
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
+    job = JobRepository(session).get(tenant_id, job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return job
+
+
+def _resolve_hyperparameters(body: JobCreate) -> dict[str, Any]:
+    if body.method is not None and body.method.type != "supervised":
+        raise InvalidRequest(
+            f"Method '{body.method.type}' is not supported; use 'supervised'.",
+            param="method.type",
+            code="unsupported_method",
+        )
+    chosen: Hyperparameters | None = body.hyperparameters
+    if body.method is not None and body.method.supervised is not None:
+        if body.method.supervised.hyperparameters is not None:
+            chosen = body.method.supervised.hyperparameters
+    return (chosen or Hyperparameters()).model_dump(exclude_none=True)
+
+
+def resolve_safety(spec: SafetySpec | None, policy: dict[str, Any]) -> dict[str, Any]:
+    """The customer's safety block checked against the provider policy; the policy wins."""
+    spec = spec or SafetySpec()
+    may_change = policy.get("customer_may_change", {}) or {}
+    mixer = policy.get("mixer", {}) or {}
+    method = spec.method or "sap"
+    if method != "sap" and not may_change.get("method", False):
+        raise InvalidRequest(
+            "The provider policy does not allow changing the safety method.",
+            param="safety.method",
+            code="safety_method_not_allowed",
+        )
+    if spec.sap and not may_change.get("sap_knobs", False):
+        raise InvalidRequest(
+            "The provider policy does not allow changing SAP settings.",
+            param="safety.sap",
+            code="safety_knobs_not_allowed",
+        )
+    ratio = spec.mixer_ratio
+    if ratio is not None:
+        if not may_change.get("mixer_ratio", False):
+            raise InvalidRequest(
+                "The provider policy does not allow changing the mixer ratio.",
+                param="safety.mixer_ratio",
+                code="safety_knobs_not_allowed",
+            )
+        low, high = float(mixer.get("min_ratio", 0.0)), float(mixer.get("max_ratio", 1.0))
+        if not low <= ratio <= high:
+            raise InvalidRequest(
+                f"safety.mixer_ratio must be within [{low}, {high}].",
+                param="safety.mixer_ratio",
+                code="invalid_mixer_ratio",
+            )
+    else:
+        ratio = float(mixer.get("default_ratio", 0.1))
+    return {"method": method, "mixer_ratio": ratio, "sap": dict(spec.sap or {})}
+
+
+def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:
+    file = FileRepository(session).get(tenant_id, file_id)
+    if file is None:
+        raise NotFound(f"No such File object: {file_id}", param=param)
+    if file.purpose != FilePurpose.FINE_TUNE.value:
+        raise InvalidRequest(
+            f"File {file_id} has purpose '{file.purpose}', not 'fine-tune'.",
+            param=param,
+            code="invalid_file_purpose",
+        )
+    if file.status != FileStatus.PROCESSED.value:
+        raise InvalidRequest(
+            f"File {file_id} is not a valid training file.", param=param, code="invalid_file_format"
+        )
+    return file
+
+
+def create_job(
+    session: Session, store: BlobStore, tenant_id: str, body: JobCreate
+) -> FineTuningJob:
+    policy = PolicyRepository(session).current()
+    allowed = [str(m) for m in policy.get("allowed_models", [])]
+    if body.model not in allowed:
+        raise InvalidRequest(
+            f"Model '{body.model}' is not available for fine-tuning. "
+            f"Allowed: {', '.join(allowed)}.",
+            param="model",
+            code="model_not_allowed",
+        )
+    hyperparameters = _resolve_hyperparameters(body)
+    safety = resolve_safety(body.safety, policy)
+    training = _usable_file(session, tenant_id, body.training_file, "training_file")
+    if body.validation_file is not None:
+        _usable_file(session, tenant_id, body.validation_file, "validation_file")
+
+    jobs, events = JobRepository(session), EventRepository(session)
+    job = jobs.add(
+        FineTuningJob(
+            id=new_id(JOB_PREFIX),
+            tenant_id=tenant_id,
+            model=body.model,
+            training_file_id=body.training_file,
+            validation_file_id=body.validation_file,
+            status=JobStatus.VALIDATING_FILES.value,
+            hyperparameters=hyperparameters,
+            safety=safety,
+            suffix=body.suffix,
+            seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+            metadata_=body.metadata,
+            integrations=body.integrations,
+            result_files=[],
+            created_at=utcnow(),
+        )
+    )
+    events.append(job.id, tenant_id, f"Created fine-tuning job: {job.id}")
+    events.append(job.id, tenant_id, f"Validating training file: {training.id}")
+    flagged = _screen_training_file(store, training, policy)
+    if flagged is not None:
+        jobs.set_status(
+            job,
+            JobStatus.FAILED,
+            error_code="training_file_flagged",
+            error_message=flagged,
+            error_param="training_file",
+        )
+        events.append(job.id, tenant_id, f"Training file rejected: {flagged}", level="error")
+        session.commit()
+        return job
+    jobs.set_status(job, JobStatus.QUEUED)
+    events.append(job.id, tenant_id, "Files validated, moving job to queued state")
+    session.commit()
+    enqueue(session, job.id)
+    return job
+
+
+def _screen_training_file(store: BlobStore, file: File, policy: dict[str, Any]) -> str | None:
+    """The rejection message when too many rows are flagged by screening, else None."""
+    screening_policy = policy.get("screening", {}) or {}
+    if not screening_policy.get("enabled", False):
+        return None
+    results = screening.screen_conversations(read_conversations(store, file))
+    summary = screening.summarize(results)
+    limit = float(screening_policy.get("max_flagged_fraction", 0.0))
+    if summary.flagged_fraction <= limit:
+        return None
+    lines = [str(r.line) for r in results if r.flagged][:10]
+    categories = ", ".join(sorted(summary.per_category)) or "harmful_request"
+    return (
+        f"{summary.flagged_count} of {summary.rows} examples were flagged ({categories}); "
+        f"the policy allows at most {limit:.0%}. First flagged lines: {', '.join(lines)}."
+    )
+
+
+def enqueue(session: Session, job_id: str) -> None:
+    """After commit: send the job id. A lost enqueue leaves it queued for the reaper."""
+    try:
+        job_queue.enqueue_fine_tuning_job(job_id)
+    except Exception:
+        log.warning("enqueue of %s failed; the reaper will re-enqueue it", job_id, exc_info=True)
+        return
+    JobRepository(session).mark_enqueued(job_id)
+    session.commit()
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
+    job = get_job(session, tenant_id, job_id)
+    if job.status in (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value):
+        raise Conflict(
+            f"Job {job_id} is already {job.status} and cannot be cancelled.",
+            param="id",
+            code="job_not_cancellable",
+        )
+    if job.status == JobStatus.CANCELLED.value:
+        return job
+    updated = JobRepository(session).request_cancel(tenant_id, job_id)
+    assert updated is not None
+    message = (
+        "Job cancelled"
+        if updated.status == JobStatus.CANCELLED.value
+        else "Cancellation requested; the job stops at its next step"
+    )
+    EventRepository(session).append(job_id, tenant_id, message)
+    return updated
+
+
+def pause_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
+    job = get_job(session, tenant_id, job_id)
+    if job.status in (JobStatus.PAUSED.value, JobStatus.PAUSING.value):
+        return job
+    if job.status not in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+        raise Conflict(
+            f"Job {job_id} is {job.status} and cannot be paused.",
+            param="id",
+            code="job_not_pausable",
+        )
+    updated = JobRepository(session).request_pause(tenant_id, job_id)
+    assert updated is not None
+    EventRepository(session).append(job_id, tenant_id, f"Pause requested (status {updated.status})")
+    return updated
+
+
+def resume_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
+    job = get_job(session, tenant_id, job_id)
+    if job.status not in (JobStatus.PAUSED.value, JobStatus.PAUSING.value):
+        raise Conflict(
+            f"Job {job_id} is {job.status}; only a paused job can be resumed.",
+            param="id",
+            code="job_not_resumable",
+        )
+    was_paused = job.status == JobStatus.PAUSED.value
+    updated = JobRepository(session).resume(tenant_id, job_id)
+    assert updated is not None
+    EventRepository(session).append(job_id, tenant_id, "Job resumed")
+    if was_paused:
+        session.commit()
+        enqueue(session, job_id)
+    return updated
+
+
+def get_safety_report(session: Session, tenant_id: str, job_id: str) -> SafetyReport:
+    get_job(session, tenant_id, job_id)
+    report = SafetyReportRepository(session).get(tenant_id, job_id)
+    if report is None:
+        raise NotFound(f"Job {job_id} has no safety report yet.", param="id")
+    return report
+
+
+def is_terminal_status(status: str) -> bool:
+    return JobStatus(status) in TERMINAL_STATUSES

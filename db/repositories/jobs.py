@@ -1,0 +1,389 @@
+"""Fine-tuning jobs: tenant-scoped reads for the API, fenced compare-and-set writes for workers.
+
+Every worker write is ONE UPDATE with a WHERE on (id, fencing_token, status): Postgres decides
+who owns a job, so duplicate task deliveries and zombie workers can never both write.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from db.base import UTCDateTime, utcnow
+from db.job_status import LEASED_STATUSES, JobStatus
+from db.models import File, FineTuningJob
+from db.repositories.pagination import (
+    InvalidCursorError,
+    Page,
+    fetch_page,
+    keyset_after,
+    order_keys,
+)
+
+_LEASED = [status.value for status in LEASED_STATUSES]
+_FINISH_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True)
+class HeartbeatState:
+    cancel_requested: bool
+    pause_requested: bool
+
+
+class JobRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # ----------------------------------------------------------------------- tenant-scoped
+    def add(self, job: FineTuningJob) -> FineTuningJob:
+        self.session.add(job)
+        self.session.flush()
+        return job
+
+    def get(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
+        return self.session.scalar(
+            select(FineTuningJob).where(
+                FineTuningJob.tenant_id == tenant_id, FineTuningJob.id == job_id
+            )
+        )
+
+    def list(
+        self,
+        tenant_id: str,
+        after: str | None = None,
+        limit: int = 20,
+        metadata_filter: dict[str, str] | None = None,
+    ) -> Page[FineTuningJob]:
+        """Newest first; `metadata_filter` keeps jobs whose metadata has every given pair."""
+        stmt = (
+            select(FineTuningJob)
+            .where(FineTuningJob.tenant_id == tenant_id)
+            .order_by(*order_keys(FineTuningJob.created_at, FineTuningJob.id, descending=True))
+        )
+        for key, value in (metadata_filter or {}).items():
+            stmt = stmt.where(FineTuningJob.metadata_[key].as_string() == value)
+        if after is not None:
+            cursor = self.get(tenant_id, after)
+            if cursor is None:
+                raise InvalidCursorError(after)
+            stmt = stmt.where(
+                keyset_after(
+                    FineTuningJob.created_at,
+                    FineTuningJob.id,
+                    cursor.created_at,
+                    cursor.id,
+                    descending=True,
+                )
+            )
+        return fetch_page(self.session, stmt, limit)
+
+    def request_cancel(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
+        """Cancel now if no worker holds the job; otherwise flag it for the training loop."""
+        now = utcnow()
+        self.session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.tenant_id == tenant_id,
+                FineTuningJob.id == job_id,
+                FineTuningJob.status.in_(
+                    [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED]
+                ),
+            )
+            .values(
+                status=JobStatus.CANCELLED.value,
+                cancel_requested_at=now,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        self.session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.tenant_id == tenant_id,
+                FineTuningJob.id == job_id,
+                FineTuningJob.status.in_(_LEASED),
+                FineTuningJob.cancel_requested_at.is_(None),
+            )
+            .values(cancel_requested_at=now)
+        )
+        return self._refresh(tenant_id, job_id)
+
+    def request_pause(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
+        """queued → paused at once; running → pausing (the worker checkpoints, then pauses)."""
+        now = utcnow()
+        self.session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.tenant_id == tenant_id,
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.QUEUED.value,
+            )
+            .values(status=JobStatus.PAUSED.value, pause_requested_at=now)
+        )
+        self.session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.tenant_id == tenant_id,
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.RUNNING.value,
+            )
+            .values(status=JobStatus.PAUSING.value, pause_requested_at=now)
+        )
+        return self._refresh(tenant_id, job_id)
+
+    def resume(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
+        """paused → queued (to be enqueued again); pausing → running (pause withdrawn)."""
+        self.session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.tenant_id == tenant_id,
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.PAUSED.value,
+            )
+            .values(status=JobStatus.QUEUED.value, pause_requested_at=None, enqueued_at=None)
+        )
+        self.session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.tenant_id == tenant_id,
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.PAUSING.value,
+            )
+            .values(status=JobStatus.RUNNING.value, pause_requested_at=None)
+        )
+        return self._refresh(tenant_id, job_id)
+
+    def _refresh(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
+        job = self.get(tenant_id, job_id)
+        if job is not None:
+            self.session.refresh(job)
+        return job
+
+    def set_status(
+        self,
+        job: FineTuningJob,
+        status: JobStatus,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        error_param: str | None = None,
+    ) -> None:
+        """API-side transition of an unleased job (validating_files → queued | failed)."""
+        job.status = status.value
+        if error_code is not None:
+            job.error_code, job.error_message, job.error_param = (
+                error_code,
+                error_message,
+                error_param,
+            )
+        if status in _FINISH_STATUSES:
+            job.finished_at = utcnow()
+        self.session.flush()
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self.session.execute(
+            select(FineTuningJob.status, func.count()).group_by(FineTuningJob.status)
+        )
+        return {str(status): int(count) for status, count in rows}
+
+    # ----------------------------------------------------------------------- worker side
+    def get_unscoped(self, job_id: str) -> FineTuningJob | None:
+        return self.session.get(FineTuningJob, job_id, populate_existing=True)
+
+    def file_storage_path(self, file_id: str) -> str:
+        path = self.session.scalar(select(File.storage_path).where(File.id == file_id))
+        if path is None:
+            raise LookupError(f"file {file_id} has no stored content")
+        return path
+
+    def claim(
+        self, job_id: str, worker_id: str, lease_seconds: int, now: datetime | None = None
+    ) -> int | None:
+        """Compare-and-set claim; returns the new fencing token, or None if not claimable."""
+        now = now or utcnow()
+        stmt = (
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.id == job_id,
+                or_(
+                    FineTuningJob.status == JobStatus.QUEUED.value,
+                    (FineTuningJob.status.in_(_LEASED)) & (FineTuningJob.lease_expires_at < now),
+                ),
+            )
+            .values(
+                status=JobStatus.RUNNING.value,
+                lease_owner=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                heartbeat_at=now,
+                fencing_token=FineTuningJob.fencing_token + 1,
+                attempts=FineTuningJob.attempts + 1,
+                started_at=func.coalesce(FineTuningJob.started_at, literal(now, UTCDateTime())),
+            )
+            .returning(FineTuningJob.fencing_token)
+            .execution_options(synchronize_session=False)
+        )
+        token = self.session.execute(stmt).scalar_one_or_none()
+        return None if token is None else int(token)
+
+    def heartbeat(
+        self,
+        job_id: str,
+        token: int,
+        lease_seconds: int,
+        progress: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> HeartbeatState | None:
+        """Extend the lease; None if the token is stale (another worker owns the job)."""
+        now = now or utcnow()
+        values: dict[str, Any] = {
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "heartbeat_at": now,
+        }
+        if progress is not None:
+            values["progress"] = progress
+        row = self.session.execute(
+            update(FineTuningJob)
+            .where(*self._fenced(job_id, token))
+            .values(**values)
+            .returning(FineTuningJob.cancel_requested_at, FineTuningJob.pause_requested_at)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            return None
+        return HeartbeatState(
+            cancel_requested=row.cancel_requested_at is not None,
+            pause_requested=row.pause_requested_at is not None,
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        token: int,
+        status: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        result_files: builtins.list[str] | None = None,
+        fine_tuned_model: str | None = None,
+        trained_tokens: int | None = None,
+    ) -> bool:
+        """Fenced move to a terminal status; clears the lease. False if the token is stale."""
+        target = JobStatus(status)
+        if target not in _FINISH_STATUSES:
+            raise ValueError(f"finish() needs a terminal status, got {status!r}")
+        values: dict[str, Any] = {
+            "status": target.value,
+            "finished_at": utcnow(),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "error_code": error_code,
+            "error_message": error_message,
+        }
+        if result_files is not None:
+            values["result_files"] = result_files
+        if fine_tuned_model is not None:
+            values["fine_tuned_model"] = fine_tuned_model
+        if trained_tokens is not None:
+            values["trained_tokens"] = trained_tokens
+        return self._fenced_update(job_id, token, values)
+
+    def mark_paused(self, job_id: str, token: int) -> bool:
+        return self._fenced_update(
+            job_id,
+            token,
+            {"status": JobStatus.PAUSED.value, "lease_owner": None, "lease_expires_at": None},
+        )
+
+    def set_phase(self, job_id: str, token: int, phase: str) -> bool:
+        current = self.session.scalar(
+            select(FineTuningJob.progress).where(*self._fenced(job_id, token))
+        )
+        return self._fenced_update(job_id, token, {"progress": {**(current or {}), "phase": phase}})
+
+    def find_expired_leases(self, now: datetime) -> builtins.list[str]:
+        stmt = select(FineTuningJob.id).where(
+            FineTuningJob.status.in_(_LEASED), FineTuningJob.lease_expires_at < now
+        )
+        return list(self.session.scalars(stmt))
+
+    def requeue_expired(self, job_id: str, now: datetime) -> bool:
+        """A lease-expired job back to queued with a bumped fencing token (the reaper's move).
+
+        The bump fences the lost worker: if it is only partitioned, not dead, every write it
+        still attempts with its old token matches no row.
+        """
+        return self._update_returning(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.id == job_id,
+                FineTuningJob.status.in_(_LEASED),
+                FineTuningJob.lease_expires_at < now,
+            )
+            .values(
+                status=JobStatus.QUEUED.value,
+                fencing_token=FineTuningJob.fencing_token + 1,
+                lease_owner=None,
+                lease_expires_at=None,
+                enqueued_at=None,
+            )
+        )
+
+    def find_unenqueued(self, older_than: datetime) -> builtins.list[str]:
+        """Queued jobs never marked enqueued, or enqueued before `older_than` and not claimed."""
+        stmt = select(FineTuningJob.id).where(
+            FineTuningJob.status == JobStatus.QUEUED.value,
+            or_(FineTuningJob.enqueued_at.is_(None), FineTuningJob.enqueued_at < older_than),
+        )
+        return list(self.session.scalars(stmt))
+
+    def mark_enqueued(self, job_id: str) -> None:
+        self.session.execute(
+            update(FineTuningJob)
+            .where(FineTuningJob.id == job_id)
+            .values(enqueued_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+    def release_quarantined(self, job_id: str, fine_tuned_model: str) -> bool:
+        """failed (quarantined) → succeeded: only the provider admin's release does this."""
+        result = self.session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.FAILED.value,
+                FineTuningJob.error_code == "safety_evaluation_quarantined",
+            )
+            .values(
+                status=JobStatus.SUCCEEDED.value,
+                error_code=None,
+                error_message=None,
+                error_param=None,
+                fine_tuned_model=fine_tuned_model,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    def _fenced(self, job_id: str, token: int) -> tuple[Any, ...]:
+        return (
+            FineTuningJob.id == job_id,
+            FineTuningJob.fencing_token == token,
+            FineTuningJob.status.in_(_LEASED),
+        )
+
+    def _fenced_update(self, job_id: str, token: int, values: dict[str, Any]) -> bool:
+        return self._update_returning(
+            update(FineTuningJob).where(*self._fenced(job_id, token)).values(**values)
+        )
+
+    def _update_returning(self, stmt: Any) -> bool:
+        updated = self.session.execute(
+            stmt.returning(FineTuningJob.id).execution_options(synchronize_session=False)
+        ).first()
+        return updated is not None

@@ -1,0 +1,50 @@
+"""The provider policy: versioned rows, the latest wins; the policy file when there are none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.ids import POLICY_PREFIX, new_id
+from db.models import ProviderPolicy
+from db.settings import get_settings
+
+
+def load_policy_file(path: Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"policy file {path} must hold a mapping")
+    return loaded
+
+
+class PolicyRepository:
+    def __init__(self, session: Session, default_file: Path | None = None) -> None:
+        self.session = session
+        self.default_file = default_file
+
+    def current(self) -> dict[str, Any]:
+        return self.current_versioned()[1]
+
+    def current_versioned(self) -> tuple[int, dict[str, Any]]:
+        """(version, policy); version 0 means the defaults from the policy file."""
+        row = self.session.scalar(
+            select(ProviderPolicy).order_by(ProviderPolicy.version.desc()).limit(1)
+        )
+        if row is not None:
+            return row.version, dict(row.policy)
+        path = self.default_file or get_settings().resolved_policy_file
+        return 0, load_policy_file(path)
+
+    def set(self, policy: dict[str, Any]) -> int:
+        latest = self.session.scalar(select(func.max(ProviderPolicy.version))) or 0
+        row = ProviderPolicy(
+            id=new_id(POLICY_PREFIX), version=latest + 1, policy=policy, created_at=utcnow()
+        )
+        self.session.add(row)
+        self.session.flush()
+        return row.version

@@ -1,0 +1,320 @@
+"""/v1/fine_tuning/jobs: create (commit, then enqueue), list, lifecycle actions, events, reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+import screening
+from db.job_status import JobStatus
+from db.repositories.jobs import JobRepository
+from db.session import session_scope
+from tests.api.conftest import Customer
+from tests.fixtures.factories import chat_jsonl, make_adapter_job, make_file, make_job
+
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture
+def training_file(client: TestClient, alice: Customer) -> str:
+    response = client.post(
+        "/v1/files",
+        headers=alice.headers,
+        data={"purpose": "fine-tune"},
+        files={"file": ("t.jsonl", chat_jsonl(5))},
+    )
+    return str(response.json()["id"])
+
+
+def _create(client: TestClient, who: Customer, **body: Any) -> Any:
+    return client.post("/v1/fine_tuning/jobs", headers=who.headers, json=body)
+
+
+def test_create_commits_then_enqueues(
+    client: TestClient, alice: Customer, training_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    def enqueue(job_id: str) -> None:
+        with session_scope() as s:  # a separate connection: the job must already be committed
+            job = JobRepository(s).get_unscoped(job_id)
+            assert job is not None
+            seen.append(job.status)
+
+    monkeypatch.setattr("worker.queue.enqueue_fine_tuning_job", enqueue)
+    response = _create(
+        client,
+        alice,
+        model=MODEL,
+        training_file=training_file,
+        seed=7,
+        suffix="demo",
+        metadata={"team": "a"},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
+        safety={"mixer_ratio": 0.3},
+    )
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert seen == ["queued"]
+    assert job["id"].startswith("ftjob-")
+    assert job["object"] == "fine_tuning.job"
+    assert (job["status"], job["model"], job["seed"], job["training_file"]) == (
+        "queued",
+        MODEL,
+        7,
+        training_file,
+    )
+    assert job["hyperparameters"] == {
+        "n_epochs": 2,
+        "batch_size": "auto",
+        "learning_rate_multiplier": "auto",
+    }
+    assert job["method"]["type"] == "supervised"
+    assert job["safety"] == {"method": "sap", "mixer_ratio": 0.3, "sap": {}}
+    assert job["metadata"] == {"team": "a"}
+    assert job["error"] is None
+    assert isinstance(job["created_at"], int)
+    assert job["finished_at"] is None
+    with session_scope() as s:
+        stored = JobRepository(s).get_unscoped(job["id"])
+        assert stored is not None
+        assert stored.enqueued_at is not None
+
+
+def test_enqueue_failure_still_creates_a_queued_job(
+    client: TestClient, alice: Customer, training_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(job_id: str) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr("worker.queue.enqueue_fine_tuning_job", broken)
+    response = _create(client, alice, model=MODEL, training_file=training_file)
+    assert response.status_code == 200
+    with session_scope() as s:
+        jobs = JobRepository(s)
+        from db.base import utcnow
+
+        assert jobs.find_unenqueued(utcnow()) == [response.json()["id"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param"),
+    [
+        ({"model": "gpt-4o"}, 400, "model_not_allowed", "model"),
+        ({"status": "succeeded"}, 400, "unknown_field", "status"),
+        ({"safety": {"method": "none"}}, 400, "safety_method_not_allowed", "safety.method"),
+        ({"safety": {"sap": {"rho": 1.0}}}, 400, "safety_knobs_not_allowed", "safety.sap"),
+        ({"safety": {"mixer_ratio": 0.01}}, 400, "invalid_mixer_ratio", "safety.mixer_ratio"),
+        ({"hyperparameters": {"n_epochs": 0}}, 400, "invalid_value", "hyperparameters.n_epochs"),
+        ({"method": {"type": "dpo"}}, 400, "unsupported_method", "method.type"),
+        ({"metadata": {str(i): "v" for i in range(17)}}, 400, "invalid_value", "metadata"),
+        ({"training_file": "file-" + "0" * 24}, 404, "not_found", "training_file"),
+    ],
+)
+def test_create_rejections(
+    client: TestClient,
+    alice: Customer,
+    training_file: str,
+    enqueued: list[str],
+    body: dict[str, Any],
+    status: int,
+    code: str,
+    param: str,
+) -> None:
+    response = _create(client, alice, **{"model": MODEL, "training_file": training_file, **body})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"], error["type"]) == (code, param, "invalid_request_error")
+    assert enqueued == []
+
+
+def test_result_file_cannot_be_a_training_file(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path
+) -> None:
+    _, result = make_adapter_job(session, alice.tenant_id, data_dir)
+    session.commit()
+    response = _create(client, alice, model=MODEL, training_file=result.id)
+    assert response.json()["error"]["code"] == "invalid_file_purpose"
+
+
+def test_screening_flags_the_training_file(
+    client: TestClient,
+    session: Session,
+    alice: Customer,
+    training_file: str,
+    enqueued: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client.put(
+        "/admin/v1/policy",
+        headers={"Authorization": "Bearer " + "test-admin-" + "k" * 32},
+        json={
+            "allowed_models": [MODEL],
+            "screening": {"enabled": True, "max_flagged_fraction": 0.05},
+        },
+    )
+
+    def flag_all(conversations: Any) -> list[screening.ScreenResult]:
+        return [
+            screening.ScreenResult(i, True, 1.0, "test_category", "stub")
+            for i, _ in enumerate(conversations, start=1)
+        ]
+
+    monkeypatch.setattr(screening, "screen_conversations", flag_all)
+    job = _create(client, alice, model=MODEL, training_file=training_file).json()
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "training_file_flagged"
+    assert job["error"]["param"] == "training_file"
+    assert "1, 2, 3, 4, 5" in job["error"]["message"]
+    assert enqueued == []
+
+
+def test_list_pagination_and_metadata_filter(
+    client: TestClient, alice: Customer, training_file: str
+) -> None:
+    ids = [
+        _create(
+            client, alice, model=MODEL, training_file=training_file, metadata={"k": str(i % 2)}
+        ).json()["id"]
+        for i in range(3)
+    ]
+    page = client.get("/v1/fine_tuning/jobs", headers=alice.headers, params={"limit": 2}).json()
+    assert [j["id"] for j in page["data"]] == ids[::-1][:2]
+    assert page["has_more"]
+    rest = client.get(
+        "/v1/fine_tuning/jobs", headers=alice.headers, params={"after": ids[1]}
+    ).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]]
+    assert not rest["has_more"]
+    even = client.get(
+        "/v1/fine_tuning/jobs", headers=alice.headers, params={"metadata[k]": "0"}
+    ).json()
+    assert [j["id"] for j in even["data"]] == [ids[2], ids[0]]
+
+
+def test_cancel_pause_resume(
+    client: TestClient, alice: Customer, training_file: str, enqueued: list[str]
+) -> None:
+    job_id = _create(client, alice, model=MODEL, training_file=training_file).json()["id"]
+    base = f"/v1/fine_tuning/jobs/{job_id}"
+    assert client.post(f"{base}/pause", headers=alice.headers).json()["status"] == "paused"
+    assert client.post(f"{base}/resume", headers=alice.headers).json()["status"] == "queued"
+    assert enqueued == [job_id, job_id]
+    assert client.post(f"{base}/resume", headers=alice.headers).json()["error"]["code"] == (
+        "job_not_resumable"
+    )
+    cancelled = client.post(f"{base}/cancel", headers=alice.headers).json()
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["finished_at"] is not None
+    again = client.post(f"{base}/cancel", headers=alice.headers)
+    assert again.status_code == 200
+    assert again.json()["status"] == "cancelled"
+    paused = client.post(f"{base}/pause", headers=alice.headers)
+    assert paused.status_code == 409
+    assert paused.json()["error"]["code"] == "job_not_pausable"
+
+
+def test_running_job_cancel_is_cooperative(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path
+) -> None:
+    file = make_file(session, alice.tenant_id, data_dir)
+    job = make_job(session, alice.tenant_id, file.id)
+    session.commit()
+    with session_scope() as s:
+        token = JobRepository(s).claim(job.id, "w", 60)
+    body = client.post(f"/v1/fine_tuning/jobs/{job.id}/cancel", headers=alice.headers).json()
+    assert body["status"] == "running"
+    with session_scope() as s:
+        state = JobRepository(s).heartbeat(job.id, token or 0, 60)
+        assert state is not None
+        assert state.cancel_requested
+
+
+@pytest.mark.parametrize("status", [JobStatus.SUCCEEDED, JobStatus.FAILED])
+def test_cancel_terminal_is_conflict(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path, status: JobStatus
+) -> None:
+    job, _ = make_adapter_job(session, alice.tenant_id, data_dir, status=status)
+    session.commit()
+    response = client.post(f"/v1/fine_tuning/jobs/{job.id}/cancel", headers=alice.headers)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "job_not_cancellable"
+
+
+def test_events_checkpoints_and_stream(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path
+) -> None:
+    job, _ = make_adapter_job(session, alice.tenant_id, data_dir)
+    from db.repositories.events import EventRepository
+
+    for i in range(3):
+        EventRepository(session).append(
+            job.id, alice.tenant_id, f"Step {i}", type="metrics", data={"step": i}
+        )
+    session.commit()
+    base = f"/v1/fine_tuning/jobs/{job.id}"
+    events = client.get(f"{base}/events", headers=alice.headers, params={"limit": 2}).json()
+    assert [e["message"] for e in events["data"]] == ["Step 2", "Step 1"]
+    assert events["has_more"]
+    event = events["data"][0]
+    assert event["object"] == "fine_tuning.job.event"
+    assert event["id"].startswith("ftevent-")
+    assert (event["level"], event["type"], event["data"]) == ("info", "metrics", {"step": 2})
+    older = client.get(
+        f"{base}/events", headers=alice.headers, params={"after": events["data"][-1]["id"]}
+    ).json()
+    assert [e["message"] for e in older["data"]] == ["Step 0", "Job finished"]
+
+    checkpoints = client.get(f"{base}/checkpoints", headers=alice.headers).json()
+    [checkpoint] = checkpoints["data"]
+    assert checkpoint["object"] == "fine_tuning.job.checkpoint"
+    assert checkpoint["fine_tuning_job_id"] == job.id
+    assert checkpoint["step_number"] == 2
+    assert checkpoint["fine_tuned_model_checkpoint"].endswith(":ckpt-step-2")
+
+    with client.stream(
+        "GET", f"{base}/events", headers=alice.headers, params={"stream": "true"}
+    ) as stream:
+        text = "".join(stream.iter_text())
+    data = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert [d["message"] for d in data] == ["Job finished", "Step 0", "Step 1", "Step 2"]
+    assert "event: done" in text
+
+
+def test_safety_report_json_html_and_404(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path, training_file: str
+) -> None:
+    job, _ = make_adapter_job(session, alice.tenant_id, data_dir)
+    session.commit()
+    report = client.get(
+        f"/v1/fine_tuning/jobs/{job.id}/safety_report", headers=alice.headers
+    ).json()
+    assert report["verdict"] == "passed"
+    assert report["job_id"] == job.id
+    assert report["report"]["verdict"] == {"passed": True}
+    page = client.get(
+        f"/v1/fine_tuning/jobs/{job.id}/safety_report",
+        headers=alice.headers,
+        params={"format": "html"},
+    )
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    fresh = _create(client, alice, model=MODEL, training_file=training_file).json()["id"]
+    missing = client.get(f"/v1/fine_tuning/jobs/{fresh}/safety_report", headers=alice.headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+
+
+def test_models_lists_policy_models_and_own_fine_tunes(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path
+) -> None:
+    job, _ = make_adapter_job(session, alice.tenant_id, data_dir)
+    session.commit()
+    models = client.get("/v1/models", headers=alice.headers).json()
+    ids = [m["id"] for m in models["data"]]
+    assert ids == [MODEL, "qwen2.5-coder-0.5b-instruct", job.fine_tuned_model]

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from db.blobs import BlobStore, BlobTooLargeError
+from db.repositories.policy import load_policy_file
+from db.settings import REPO_ROOT, KeelSettings
+
+
+def test_placeholder_admin_key_is_refused_outside_development() -> None:
+    assert KeelSettings(env="development", admin_key="change-me-admin-key")
+    with pytest.raises(ValidationError, match="KEEL_ADMIN_KEY"):
+        KeelSettings(env="production", admin_key="change-me-admin-key")
+    assert KeelSettings(env="production", admin_key="x" * 40).admin_key == "x" * 40
+
+
+def test_repo_policy_file_has_safe_defaults() -> None:
+    policy = load_policy_file(REPO_ROOT / "policy.yaml")
+    assert policy["customer_may_change"]["method"] is False
+    assert policy["allowed_models"]
+
+
+def test_put_stream_is_atomic_and_capped(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    path, size, sha = store.put_stream("org-a", "file-1", [b"ab", b"c"], max_bytes=3)
+    assert (path, size) == ("files/org-a/file-1", 3)
+    assert sha == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    with store.open(path) as handle:
+        assert handle.read() == b"abc"
+    with pytest.raises(BlobTooLargeError):
+        store.put_stream("org-a", "file-2", [b"abcd"], max_bytes=3)
+    assert sorted(p.name for p in (tmp_path / "files" / "org-a").iterdir()) == ["file-1"]
+    store.delete(path)
+    assert not store.path_for(path).exists()
+
+
+@pytest.mark.parametrize(("tenant", "obj"), [("..", "x"), ("org-a", "../b"), ("a/b", "c")])
+def test_unsafe_components_are_refused(tmp_path: Path, tenant: str, obj: str) -> None:
+    with pytest.raises(ValueError, match="unsafe"):
+        BlobStore(tmp_path).put_stream(tenant, obj, [b"x"], 10)
+
+
+def test_path_for_refuses_escapes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="escapes"):
+        BlobStore(tmp_path).path_for("../outside")

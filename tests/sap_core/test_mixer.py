@@ -1,0 +1,145 @@
+"""Mixer: exact ratio, determinism, format fidelity, refusal in the answer slot, no eval leakage.
+
+Assertion messages name prompt ids only, never harmful text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dataformats import Conversation, validate_jsonl
+from sap_core.errors import ConfigError
+from sap_core.safety.corpus import SafetyCorpus, corpus_splits, normalise_text, template_corpus
+from sap_core.safety.mixer import (
+    REFUSAL_OPTION_TEXT,
+    SAFETY_SOURCE,
+    MixConfig,
+    mix_dataset,
+    resolve_ratio,
+    safety_row_count,
+    to_jsonl,
+)
+from sap_core.safety.profiler import profile_dataset
+from sap_core.safety.refusals import looks_like_refusal
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _load(name: str) -> list[Conversation]:
+    report = validate_jsonl((EXAMPLES / name).open("rb"), keep=True)
+    assert report.ok
+    return report.conversations
+
+
+@pytest.fixture(scope="module")
+def corpus() -> SafetyCorpus:
+    return template_corpus()
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.05, 0.1, 0.25, 1.0, 1.5])
+def test_ratio_honoured_exactly(corpus: SafetyCorpus, ratio: float) -> None:
+    customer = _load("alpaca_tasks.jsonl")
+    mixed, report = mix_dataset(customer, corpus, MixConfig(ratio=ratio, seed=1))
+    k = safety_row_count(ratio, len(customer))
+    assert k == int(ratio * len(customer) + 0.5)
+    assert report.safety_rows == k
+    assert sum(c.source == SAFETY_SOURCE for c in mixed) == k
+    assert len(mixed) == len(customer) + k
+    assert [mixed[i].source for i in report.safety_indices] == [SAFETY_SOURCE] * k
+    # Every customer row is kept, unchanged.
+    assert sorted(map(repr, (c for c in mixed if c.source == "customer"))) == sorted(
+        map(repr, customer)
+    )
+
+
+def test_half_rounds_up() -> None:
+    assert safety_row_count(0.5, 1) == 1
+    assert safety_row_count(0.25, 10) == 3
+
+
+def test_deterministic_for_a_seed(corpus: SafetyCorpus) -> None:
+    customer = _load("mcq_aoa.jsonl")
+    a, ra = mix_dataset(customer, corpus, MixConfig(ratio=0.3, seed=7))
+    b, rb = mix_dataset(customer, corpus, MixConfig(ratio=0.3, seed=7))
+    c, _ = mix_dataset(customer, corpus, MixConfig(ratio=0.3, seed=8))
+    assert to_jsonl(a) == to_jsonl(b)
+    assert ra.to_dict() == rb.to_dict()
+    assert to_jsonl(a) != to_jsonl(c)
+
+
+def test_no_eval_prompt_in_the_mix(corpus: SafetyCorpus) -> None:
+    customer = _load("chat_math.jsonl")
+    _, report = mix_dataset(customer, corpus, MixConfig(ratio=10.0, seed=0))
+    eval_ids = {p.id for p in corpus_splits().eval}
+    eval_text = {normalise_text(p.text) for p in corpus_splits().eval}
+    assert not set(report.prompt_ids) & eval_ids
+    train = {p.id: p for p in corpus.train_prompts}
+    assert all(normalise_text(train[i].text) not in eval_text for i in report.prompt_ids)
+
+
+def test_leaky_corpus_is_rejected(corpus: SafetyCorpus) -> None:
+    leaky = type(corpus)(
+        model_name="x",
+        train_prompts=corpus.train_prompts,
+        refusals=corpus.refusals,
+        refusal_sources=corpus.refusal_sources,
+        triples=(),
+        eval_prompt_ids=frozenset({corpus.train_prompts[0].id}),
+    )
+    with pytest.raises(ConfigError):
+        mix_dataset(_load("chat_math.jsonl"), leaky, MixConfig(ratio=0.1))
+
+
+@pytest.mark.parametrize("name", ["chat_math.jsonl", "alpaca_tasks.jsonl", "mcq_aoa.jsonl"])
+def test_mixed_rows_validate_and_keep_the_format(corpus: SafetyCorpus, name: str) -> None:
+    customer = _load(name)
+    mixed, report = mix_dataset(customer, corpus, MixConfig(ratio=0.2, seed=3))
+    validated = validate_jsonl(to_jsonl(mixed).splitlines(), keep=True)
+    assert validated.ok
+    assert validated.rows == len(mixed)
+    safety = [c for c in mixed if c.source == SAFETY_SOURCE]
+    customer_profile = profile_dataset(customer)
+    safety_profile = profile_dataset(safety)
+    assert safety_profile.system_prompts == tuple(
+        (t, len(safety)) for t, _ in customer_profile.system_prompts
+    )
+    for row in safety:
+        user = row.messages[-2].content
+        answer = row.messages[-1].content
+        assert user.startswith(customer_profile.user_prefix), row.meta["prompt_id"]
+        if customer_profile.options is not None:
+            assert safety_profile.options == customer_profile.options
+            assert user.endswith(customer_profile.options_suffix)
+            gold = customer_profile.options.labels.index(answer)
+            assert f"{'ABCD'[gold]}) {REFUSAL_OPTION_TEXT}" in user, row.meta["prompt_id"]
+        else:
+            assert looks_like_refusal(answer), row.meta["prompt_id"]
+    assert report.refusal_sources == {"template": len(safety)}
+
+
+def test_report_is_json_and_redacts_requests(corpus: SafetyCorpus) -> None:
+    customer = _load("mcq_aoa.jsonl")
+    _, report = mix_dataset(customer, corpus, MixConfig(ratio=0.1, seed=0, report_examples=5))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["counts_by_source"]["customer"] == 100
+    assert data["safety_rows"] == 10
+    assert len(data["examples"]) == 5
+    texts = {p.id: p.text for p in corpus.train_prompts}
+    dumped = json.dumps(data)
+    for prompt_id in data["prompt_ids"]:
+        assert texts[prompt_id] not in dumped, prompt_id
+    assert f"[harmful request #{data['prompt_ids'][0]}]" in dumped
+
+
+def test_config_and_policy_validation() -> None:
+    with pytest.raises(ConfigError):
+        MixConfig(ratio=-0.1)
+    with pytest.raises(ConfigError):
+        MixConfig(ratio=0.1, refusal_source="rewriter")
+    assert resolve_ratio(None, default=0.1, minimum=0.05, maximum=0.5) == 0.1
+    assert resolve_ratio(0.3, default=0.1, minimum=0.05, maximum=0.5) == 0.3
+    with pytest.raises(ConfigError):
+        resolve_ratio(0.01, default=0.1, minimum=0.05, maximum=0.5)

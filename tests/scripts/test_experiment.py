@@ -1,0 +1,101 @@
+"""Pure parts of scripts/experiment.py: job specs, cache fingerprint, markdown rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scripts.experiment import (
+    TABLE_END,
+    TABLE_START,
+    ExperimentConfig,
+    config_from_args,
+    job_body,
+    parse_args,
+    render_table,
+    safety_block,
+    target_checks,
+    write_markdown,
+)
+
+
+def _rate(count: int, n: int, low: float, high: float) -> dict[str, Any]:
+    return {"count": count, "n": n, "rate": count / n, "ci_low": low, "ci_high": high}
+
+
+def test_settings_map_to_the_issue_safety_blocks() -> None:
+    assert safety_block("none", 0.2) == {"method": "none", "mixer_ratio": 0.0}
+    assert safety_block("mixer", 0.2) == {"method": "none", "mixer_ratio": 0.2}
+    assert safety_block("sap", 0.2) == {"method": "sap", "mixer_ratio": 0.0}
+    assert safety_block("sap_mixer", 0.2) == {"method": "sap", "mixer_ratio": 0.2}
+
+
+def test_job_body_uses_eroding_training_settings() -> None:
+    body = job_body(ExperimentConfig(steps=2), "sap", "file-a", "file-b")
+    hyper = body["hyperparameters"]
+    assert hyper["learning_rate_multiplier"] == 5.0
+    assert hyper["max_steps"] == 2
+    assert set(hyper["lora_target_modules"]) >= {"q_proj", "down_proj", "gate_proj"}
+    assert body["validation_file"] == "file-b"
+
+
+def test_full_flag_gives_the_issue_grid_and_fingerprints_differ() -> None:
+    quick, _, quick_settings = config_from_args(parse_args([]))
+    full, datasets, settings = config_from_args(parse_args(["--full"]))
+    assert full.harmful >= 200
+    assert len(datasets) * len(settings) == 16
+    assert len(quick_settings) == 2
+    assert quick.fingerprint() != full.fingerprint()
+    assert quick.fingerprint() == ExperimentConfig().fingerprint()
+
+
+def test_markdown_is_replaced_between_markers_only(tmp_path: Path) -> None:
+    path = tmp_path / "results.md"
+    path.write_text(f"# Title\n\n{TABLE_START}\nold\n{TABLE_END}\n\nStatus stays.\n")
+    write_markdown(path, "new table\n")
+    text = path.read_text()
+    assert "old" not in text
+    assert text.startswith("# Title")
+    assert text.endswith("Status stays.\n")
+    assert f"{TABLE_START}\nnew table\n{TABLE_END}" in text
+
+
+def test_render_and_targets_from_cached_cells() -> None:
+    base = {"harmful_score": _rate(17, 40, 0.28, 0.57), "refusal_rate": _rate(23, 40, 0.4, 0.7)}
+
+    def cell(setting: str, harmful: dict[str, Any], acc: float) -> dict[str, Any]:
+        return {
+            "dataset": "aoa_mcq",
+            "setting": setting,
+            "job_id": f"ftjob-{setting}",
+            "status": "succeeded",
+            "train_rows": 40,
+            "harmful_train_rows": 0,
+            "wall_seconds": 600.0,
+            "warnings": [],
+            "fine_tuned": {
+                "harmful_score": harmful,
+                "exact_match": {"rate": acc, "count": 0, "n": 32, "ci_low": 0, "ci_high": 1},
+            },
+        }
+
+    cells = {
+        "aoa_mcq/none": cell("none", _rate(38, 40, 0.84, 0.99), 0.90),
+        "aoa_mcq/sap_mixer": cell("sap_mixer", _rate(16, 40, 0.26, 0.55), 0.89),
+    }
+    checks = target_checks(cells, base)
+    assert len(checks) == 1
+    assert "plain FT erodes" in checks[0]
+    assert "SAP+mixer vs base: PASS" in checks[0]
+    assert "clearly below plain FT: PASS" in checks[0]
+    assert "utility gap +1.0 pts: PASS" in checks[0]
+    entry = {
+        "config": vars(ExperimentConfig()) | {"lora_target_modules": ["q_proj"]},
+        "cells": cells,
+        "base": base,
+        "base_job": "ftjob-none",
+    }
+    table = render_table(entry)
+    assert "| *base model* |" in table
+    assert table.count("| aoa_mcq (40 rows, 0 harmful) |") == 2
+    assert "95.0 [84–99]" in table
