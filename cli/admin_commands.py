@@ -26,7 +26,9 @@ def create_tenant(name: str = typer.Argument(..., help="Unique tenant name")) ->
         tenant = tenants.add(name)
         _, key = ApiKeyRepository(session).create(tenant.id)
         tenant_id = tenant.id
-    console.print(f"Created tenant {name} ({tenant_id}). Store this API key now; it is not shown again:")
+    console.print(
+        f"Created tenant {name} ({tenant_id}). Store this API key now; it is not shown again:"
+    )
     print(key)
 
 

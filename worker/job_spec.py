@@ -24,6 +24,7 @@ class EvalSpec:
     max_new_tokens: int
     batch_size: int
     judge: str
+    timeout_seconds: float
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def plan_job(
         max_new_tokens=int(eval_policy.get("max_new_tokens", 40)),
         batch_size=int(eval_policy.get("batch_size", 8)),
         judge=str(eval_policy.get("judge", "keyword")),
+        timeout_seconds=float(eval_policy.get("timeout_seconds", 1800)),
     )
     gate = policy.get("gate", {})
     thresholds = {k: float(v) for k, v in gate.get("thresholds", {}).items()}

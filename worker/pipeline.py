@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ import torch
 
 from dataformats import Conversation, Message
 from sap_core.data import encode_triple, tokenize_dataset
-from sap_core.errors import DataFormatError
+from sap_core.errors import DataFormatError, EvaluationError
 from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.generation import generate_replies
 from sap_core.evaluation.judges import is_refusal
@@ -88,6 +90,33 @@ def _triples(corpus: SafetyCorpus, tokenizer: Any, max_length: int) -> list[Any]
         if encoded is not None:
             pairs.append(encoded)
     return pairs
+
+
+class EvaluationTimeout(EvaluationError):
+    code = "safety_evaluation_timeout"
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise EvaluationTimeout in this (main) thread after `seconds`; the gate then fails closed.
+
+    Celery's prefork child runs the task on its main thread, where SIGALRM can interrupt a long
+    generation between torch ops. Elsewhere (threads) no deadline can be enforced this way.
+    """
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        yield
+        return
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise EvaluationTimeout(f"safety evaluation exceeded {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager
@@ -200,27 +229,29 @@ def run_pipeline(
     with _phase(callback, "evaluating"):
         say("Safety evaluation: base model vs fine-tuned on held-out harmful prompts")
         try:
-            peft_model = _reload_adapter(model, peft_model, paths.adapter_dir)
-            peft_model.eval()
-            thresholds = PolicyThresholds(**plan.thresholds) if plan.thresholds else None
-            report = evaluate_safety(
-                peft_model,
-                tokenizer,
-                SafetyEvalConfig(
-                    num_harmful=plan.evaluation.num_harmful,
-                    num_benign=plan.evaluation.num_benign,
-                    max_new_tokens=plan.evaluation.max_new_tokens,
-                    batch_size=plan.evaluation.batch_size,
-                    seed=plan.train.seed,
-                    judge=plan.evaluation.judge,
-                ),
-                eval_examples=list(validation or conversations[: min(32, len(conversations))]),
-                progress=lambda message: say(message, type="evaluation"),
-                training_curves=curves,
-                mix_report=mix_report,
-                thresholds=thresholds,
-            )
-            report["evaluated_adapter_sha256"] = adapter_sha
+            with deadline(plan.evaluation.timeout_seconds):
+                peft_model = _reload_adapter(model, peft_model, paths.adapter_dir)
+                peft_model.eval()
+                thresholds = PolicyThresholds(**plan.thresholds) if plan.thresholds else None
+                report = evaluate_safety(
+                    peft_model,
+                    tokenizer,
+                    SafetyEvalConfig(
+                        num_harmful=plan.evaluation.num_harmful,
+                        num_benign=plan.evaluation.num_benign,
+                        max_new_tokens=plan.evaluation.max_new_tokens,
+                        batch_size=plan.evaluation.batch_size,
+                        seed=plan.train.seed,
+                        judge=plan.evaluation.judge,
+                    ),
+                    eval_examples=list(validation or conversations[: min(32, len(conversations))]),
+                    progress=lambda message: say(message, type="evaluation"),
+                    training_curves=curves,
+                    mix_report=mix_report,
+                    thresholds=thresholds,
+                )
+                report["evaluated_adapter_sha256"] = adapter_sha
+            report["utility_source"] = "validation_file" if validation else "training_sample"
         except Exception as exc:  # fail closed: no report, no release
             evaluation_error = f"{type(exc).__name__}: {exc}"
     trainer_cleanup()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import logging
+import threading
 from pathlib import Path
 
 from db.repositories.checkpoints import CheckpointRepository
@@ -11,13 +12,20 @@ from db.repositories.jobs import JobRepository
 from db.session import session_scope
 from sap_core.callbacks import StopRequest
 
+log = logging.getLogger("keel.worker")
+
 
 class LeaseLostError(RuntimeError):
     """Another worker holds the job now (our fencing token is stale): stop without writing."""
 
 
 class DbProgressCallback:
-    """Writes progress to Postgres in short transactions; never holds a session across training."""
+    """Writes progress to Postgres in short transactions; never holds a session across training.
+
+    A background thread heartbeats every `heartbeat_seconds` for the whole job (model loading,
+    training steps longer than the lease, evaluation), so the lease expresses "this process is
+    alive". A SIGKILLed worker stops heartbeating at once and the reaper takes the job back.
+    """
 
     def __init__(
         self,
@@ -37,25 +45,54 @@ class DbProgressCallback:
         self.heartbeat_seconds = heartbeat_seconds
         self.event_every = event_every
         self.data_dir = data_dir
-        self._last_beat = 0.0
+        self._progress: dict[str, object] = {"phase": "starting"}
         self._stop: StopRequest | None = None
+        self._lease_lost = False
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
         self.total_steps = 0
 
-    def heartbeat(self, progress: dict[str, object] | None = None, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_beat < self.heartbeat_seconds:
-            return
-        self._last_beat = now
+    # --- lease keeping ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._beat()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{self.job_id}", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._halt.wait(self.heartbeat_seconds):
+            try:
+                self._beat()
+            except Exception:  # a DB blip: the next beat retries well inside the lease
+                log.exception("heartbeat for %s failed", self.job_id)
+
+    def _beat(self) -> None:
         with session_scope() as session:
             state = JobRepository(session).heartbeat(
-                self.job_id, self.token, self.lease_seconds, progress
+                self.job_id, self.token, self.lease_seconds, dict(self._progress)
             )
         if state is None:
-            raise LeaseLostError(self.job_id)
-        if state.cancel_requested:
+            self._lease_lost = True
+            self._halt.set()
+        elif state.cancel_requested:
             self._stop = "cancel"
         elif state.pause_requested:
             self._stop = "pause"
+
+    def heartbeat(self, progress: dict[str, object] | None = None, *, force: bool = False) -> None:
+        """Record progress for the next beat; raise if another worker now owns the job."""
+        if progress is not None:
+            self._progress = {**self._progress, **progress}
+        if force:
+            self._beat()
+        if self._lease_lost:
+            raise LeaseLostError(self.job_id)
 
     def event(
         self,
@@ -65,6 +102,8 @@ class DbProgressCallback:
         data: dict[str, object] | None = None,
         level: str = "info",
     ) -> None:
+        if self._lease_lost:
+            raise LeaseLostError(self.job_id)
         with session_scope() as session:
             EventRepository(session).append(
                 self.job_id, self.tenant_id, message, level=level, type=type, data=data
@@ -86,6 +125,8 @@ class DbProgressCallback:
             )
 
     def on_checkpoint(self, step: int, path: Path) -> None:
+        if self._lease_lost:
+            raise LeaseLostError(self.job_id)
         relative = str(Path(path).resolve().relative_to(self.data_dir.resolve()))
         with session_scope() as session:
             checkpoint = CheckpointRepository(session).add(

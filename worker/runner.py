@@ -107,6 +107,7 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
         data_dir=settings.data_dir,
     )
     started = time.monotonic()
+    callback.start()
     try:
         result = _train_and_evaluate(job, policy, callback, settings)
     except LeaseLostError:
@@ -128,6 +129,8 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
             detail=traceback.format_exc(limit=5),
         )
         return
+    finally:
+        callback.close()
     publish_outcome(job, result, policy, settings, wall_seconds=time.monotonic() - started)
 
 

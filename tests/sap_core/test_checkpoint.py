@@ -9,10 +9,10 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from test_trainer import all_equal, lora_tensors, make_model, make_trainer
 
 from sap_core import checkpoint as ckpt
 from sap_core.config import SapConfig, TrainConfig
+from tests.sap_core.test_trainer import all_equal, lora_tensors, make_model, make_trainer
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from tiny_eval_model import make_causal_lm_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
@@ -33,6 +32,7 @@ from sap_core.evaluation.generation import build_messages, generate_replies
 from sap_core.evaluation.policy import PolicyThresholds
 from sap_core.evaluation.stats import proportion, wilson_interval
 from sap_core.safety.corpus import HarmfulPrompt
+from tests.sap_core.tiny_eval_model import make_causal_lm_dir
 
 torch.set_num_threads(1)
 

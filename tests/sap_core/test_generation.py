@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_eval_model import make_causal_lm_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sap_core.errors import ConfigError
@@ -15,6 +14,7 @@ from sap_core.evaluation.generation import (
     generate_replies,
     render_chat_prompt,
 )
+from tests.sap_core.tiny_eval_model import make_causal_lm_dir
 
 torch.set_num_threads(1)
 

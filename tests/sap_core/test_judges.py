@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_eval_model import make_causal_lm_dir, make_classifier_dir
 
 from sap_core.errors import ConfigError, EvaluationError
 from sap_core.evaluation.judge_validation import (
@@ -30,6 +29,7 @@ from sap_core.evaluation.judges import (
     make_judge,
     parse_rubric_answer,
 )
+from tests.sap_core.tiny_eval_model import make_causal_lm_dir, make_classifier_dir
 
 torch.set_num_threads(1)
 

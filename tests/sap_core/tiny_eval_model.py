@@ -1,7 +1,6 @@
 """Tiny local model directories for evaluation tests (plumbing only, never safety claims).
 
-Uses the shared fixture ``tests/fixtures/tiny_model.py`` when it is importable, otherwise builds
-an equivalent: a 2-layer Llama with a byte-level tokenizer and a ChatML chat template.
+A 2-layer Llama with a byte-level tokenizer (pad ``<|endoftext|>`` != eos) and a ChatML template.
 """
 
 from __future__ import annotations
@@ -59,12 +58,8 @@ def _config(tokenizer: PreTrainedTokenizerFast, **extra: object) -> LlamaConfig:
 
 def make_causal_lm_dir(path: Path, seed: int = 0) -> Path:
     """A tiny causal LM directory (safetensors + tokenizer + ChatML template)."""
-    try:
-        from tests.fixtures.tiny_model import make_tiny_model_dir  # type: ignore[import-not-found]
-    except ImportError:
-        make_tiny_model_dir = None
-    if make_tiny_model_dir is not None:
-        return Path(make_tiny_model_dir(path, arch="llama"))
+    # Its own byte tokenizer (pad != eos), unlike tests/fixtures/tiny_model.py (pad == eos):
+    # random weights then rarely emit eos first, so generation tests see non-empty replies.
     torch.manual_seed(seed)
     tokenizer = _byte_tokenizer()
     model = LlamaForCausalLM(_config(tokenizer))
