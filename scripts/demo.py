@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--dataset", default=str(ROOT / "examples" / "chat_math.jsonl"))
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--rows", type=int, default=48, help="Rows of the dataset to upload")
+    parser.add_argument("--rows", type=int, default=32, help="Rows of the dataset to upload")
     args = parser.parse_args()
 
     started = time.monotonic()

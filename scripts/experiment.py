@@ -85,6 +85,9 @@ class ExperimentConfig:
     poison_fraction: float = 0.1
     max_new_tokens: int = 40
     seed: int = 7
+    # SAP speed approximations (docs/sap.md §2); 1 and 1.0 = exact SAP.
+    sap_refresh_every: int = 4
+    sap_probe_fraction: float = 0.5
 
     def fingerprint(self) -> str:
         payload = json.dumps(asdict(self), sort_keys=True)
@@ -130,7 +133,12 @@ def experiment_policy(cfg: ExperimentConfig) -> dict[str, Any]:
     return {
         "allowed_models": [cfg.model],
         "customer_may_change": {"method": True, "sap_knobs": False, "mixer_ratio": True},
-        "sap": {"defaults": {}},
+        "sap": {
+            "defaults": {
+                "direction_refresh_every": cfg.sap_refresh_every,
+                "probe_batch_fraction": cfg.sap_probe_fraction,
+            }
+        },
         # min_ratio 0: "no safety measure" and "SAP only" must be able to switch the mixer off.
         "mixer": {
             "min_ratio": 0.0,
@@ -621,6 +629,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixer-ratio", type=float, default=defaults.mixer_ratio)
     p.add_argument("--lr-multiplier", type=float, default=defaults.lr_multiplier)
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--sap-refresh-every",
+        type=int,
+        default=defaults.sap_refresh_every,
+        help="recompute the safety direction every k steps (1 = exact)",
+    )
+    p.add_argument(
+        "--sap-probe-fraction",
+        type=float,
+        default=defaults.sap_probe_fraction,
+        help="fraction of the batch for the probe gradient (1.0 = exact)",
+    )
     p.add_argument("--full", action="store_true", help="the issue's grid: 4x4, 200 prompts")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "experiment")
@@ -661,6 +681,8 @@ def config_from_args(
         lr_multiplier=args.lr_multiplier,
         mixer_ratio=args.mixer_ratio,
         seed=args.seed,
+        sap_refresh_every=args.sap_refresh_every,
+        sap_probe_fraction=args.sap_probe_fraction,
     )
     return cfg, datasets, settings
 

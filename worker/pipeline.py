@@ -38,6 +38,10 @@ from worker.settings import WorkerSettings
 # Triples for SAP's safety direction: enough distinct batches that the direction is not one
 # fixed batch replayed (reference bug B11), few enough to tokenise in a second.
 MAX_SAFETY_TRIPLES = 256
+# Safety sequences are cut at this many tokens (prompt + response): the direction is set by
+# how the response *starts* (comply vs refuse), and on a 150k-vocabulary model the full-length
+# harmful responses (~300 tokens) made the safety pass cost 4x the rest of a SAP step on CPU.
+MAX_SAFETY_TOKENS = 128
 # Safe responses for the corpus come from the base model on this many prompts (its own refusal
 # style); the rest fall back to template refusals.
 CORPUS_GENERATION_LIMIT = 64
@@ -171,7 +175,7 @@ def run_pipeline(
             raise DataFormatError("no example fits max_length once tokenised")
         if skipped:
             say(f"Skipped {skipped} examples whose prompt fills max_length", level="warn")
-        safety_pairs = _triples(corpus, tokenizer, plan.train.max_length)
+        safety_pairs = _triples(corpus, tokenizer, min(plan.train.max_length, MAX_SAFETY_TOKENS))
         # The plan's step count follows the mixed data size.
         plan = plan_factory(len(examples), model_dir)
         eval_examples = None
