@@ -12,20 +12,14 @@ from sqlalchemy.orm import Session
 
 from api.errors import Unauthorized
 from db.repositories.tenants import ApiKeyRepository
-from db.session import get_sessionmaker
+from db.session import session_scope
 from db.settings import KeelSettings, get_settings
 
 
 def get_session() -> Iterator[Session]:
-    session = get_sessionmaker()()
-    try:
+    """The request owns the transaction: commit on success, roll back on any error."""
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,29 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client_commands import watch_job
+from cli.local_service import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(base: str, server: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"keel serve exited early with code {server.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit("keel serve did not become ready in time")
 
 
 def _pct(value: object) -> str:
@@ -62,7 +42,7 @@ def main() -> None:
 
     started = time.monotonic()
     keel = str(Path(sys.executable).with_name("keel"))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "KEEL_ENV": os.environ.get("KEEL_ENV", "development")}
     log_path = ROOT / "var" / "demo-serve.log"
@@ -80,7 +60,7 @@ def main() -> None:
             start_new_session=True,
         )
     try:
-        _wait_healthy(base, server)
+        wait_ready(base, server)
         created = subprocess.run(
             [keel, "admin", "create-tenant", f"demo-{int(time.time())}"],
             check=True,

@@ -29,7 +29,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python scripts/experiment.py` from anywhere
 
+from cli.local_service import free_port, wait_ready  # noqa: E402
 from scripts.experiment_data import DATASETS, DatasetFiles, build_datasets  # noqa: E402
 
 SETTINGS = ("none", "mixer", "sap", "sap_mixer")
@@ -270,12 +270,6 @@ def summarise_cell(
 # ------------------------------------------------------------------------------ the service
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Service:
     """An HTTP client for one tenant (and the admin key when we started the server)."""
@@ -296,7 +290,7 @@ def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
     policy_path = state_dir / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(experiment_policy(cfg), sort_keys=False))
     admin_key = secrets.token_hex(32)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KEEL_ENV": os.environ.get("KEEL_ENV", "development"),
@@ -325,7 +319,7 @@ def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, server)
+        wait_ready(base, server, timeout=300)
         created = subprocess.run(
             [keel, "admin", "create-tenant", f"experiment-{int(time.time())}"],
             check=True,
@@ -355,20 +349,6 @@ def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-
-
-def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"keel serve exited early with code {server.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit("keel serve did not become ready in time")
 
 
 @contextmanager

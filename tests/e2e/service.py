@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import yaml
+
+from cli.local_service import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("KEEL_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -59,12 +60,6 @@ E2E_POLICY = {
         "checkpoint_every": 2,
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -182,15 +177,10 @@ class LiveService:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def _wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"API not ready:\n{self.log('api')}")
+        try:
+            wait_ready(self.base_url, self.procs["api"], timeout=timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{self.log('api')}") from exc
 
     def admin(self) -> httpx.Client:
         return httpx.Client(
