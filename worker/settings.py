@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,4 +25,5 @@ class WorkerSettings(BaseSettings):
     requeue_after_seconds: int = 300
     device: str = "auto"
     max_attempts: int = 3
-    worker_id: str = f"{socket.gethostname()}-{os.getpid()}"
+    # Evaluated per process (the Celery child that trains), not once in the parent.
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
