@@ -6,6 +6,9 @@ PIP := .venv/bin/pip
 STAMP := .venv/.keel-installed
 DEMO_MODEL ?= qwen2.5-coder-0.5b-instruct
 TEST_MODEL ?= smollm2-135m-instruct
+# Models come from the registry's packages, never from a hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
