@@ -20,13 +20,13 @@ import torch
 
 from dataformats import Conversation, Message
 from sap_core.data import encode_triple, tokenize_dataset
-from sap_core.errors import DataFormatError, EvaluationError
+from sap_core.errors import DataFormatError, EvaluationError, ModelRegistryError
 from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.generation import generate_replies
 from sap_core.evaluation.judges import is_refusal
 from sap_core.evaluation.policy import PolicyThresholds
 from sap_core.models.loading import load_model_and_tokenizer
-from sap_core.models.registry import resolve_model
+from sap_core.models.registry import pull_model, resolve_model
 from sap_core.safety.corpus import SafetyCorpus, build_corpus
 from sap_core.safety.mixer import MixConfig, mix_dataset
 from sap_core.trainer import SafetyAwareTrainer
@@ -144,7 +144,7 @@ def run_pipeline(
     say = callback.event
     device = resolve_device(settings.device)
     with _phase(callback, "preparing"):
-        model_dir = resolve_model(model_name, settings.model_cache_dir)
+        model_dir = _ensure_model(model_name, settings.model_cache_dir, say)
         torch.set_num_threads(max(1, torch.get_num_threads()))
         model, tokenizer = load_model_and_tokenizer(model_dir, device=device)
         plan = plan_factory(len(conversations), model_dir)
@@ -268,6 +268,15 @@ def run_pipeline(
         plan=plan,
         mix_report=mix_report,
     )
+
+
+def _ensure_model(name: str, cache_dir: Path, say: Callable[..., None]) -> Path:
+    """The cached safetensors copy of a registry model, converting it once if needed."""
+    try:
+        return resolve_model(name, cache_dir)
+    except ModelRegistryError:
+        say(f"Preparing registry model {name} (one-time sha256 check and safetensors conversion)")
+        return pull_model(name, cache_dir)
 
 
 def _training_curves(history: Sequence[dict[str, float]]) -> dict[str, list[float]]:
