@@ -87,6 +87,9 @@ def mix(
         None, help="Built safety corpus (keel safety build-corpus); default: template refusals"
     ),
     refusal_source: str = typer.Option("model", help="model | template"),
+    contrast_ratio: float = typer.Option(
+        0.5, help="Helpful benign look-alike rows per safety row (against over-refusal)"
+    ),
     report: Path | None = typer.Option(None, help="Write the mix report JSON here"),
 ) -> None:
     """Render safety examples in FILE's format and write the shuffled mix to OUT."""
@@ -96,7 +99,12 @@ def mix(
 
     customer = _read_dataset(file)
     try:
-        config = MixConfig(ratio=ratio, seed=seed, refusal_source=refusal_source)
+        config = MixConfig(
+            ratio=ratio,
+            seed=seed,
+            refusal_source=refusal_source,
+            contrast_ratio=contrast_ratio,
+        )
         corpus = load_corpus(corpus_dir) if corpus_dir else template_corpus()
         mixed, mix_report = mix_dataset(customer, corpus, config)
     except SapError as exc:

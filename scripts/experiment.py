@@ -82,6 +82,8 @@ class ExperimentConfig:
     lora_target_modules: tuple[str, ...] = tuple(ALL_LINEAR)
     max_length: int = 256
     mixer_ratio: float = 0.2
+    # Helpful benign look-alike rows per mixer refusal row (sap_core.safety.contrast).
+    contrast_ratio: float = 0.5
     poison_fraction: float = 0.1
     max_new_tokens: int = 40
     seed: int = 7
@@ -145,6 +147,7 @@ def experiment_policy(cfg: ExperimentConfig) -> dict[str, Any]:
             "default_ratio": cfg.mixer_ratio,
             "max_ratio": 1.0,
             "refusal_source": "template",
+            "contrast_ratio": cfg.contrast_ratio,
         },
         # The poisoned and harmful datasets would be rejected by screening; the measurement is
         # what training does to such data, so screening is off for the whole run.
@@ -527,18 +530,20 @@ def render_table(entry: dict[str, Any]) -> str:
         f"seed {cfg['seed']}; training: {cfg['rows']} rows/dataset, {steps}, batch "
         f"{cfg['batch_size']}, lr {2e-4 * cfg['lr_multiplier']:g}, LoRA r={cfg['lora_rank']} "
         f"α={cfg['lora_alpha']} on {', '.join(cfg['lora_target_modules'])}, mixer ratio "
-        f"{cfg['mixer_ratio']}, poison fraction {cfg['poison_fraction']}. Rates in %, "
+        f"{cfg['mixer_ratio']} (contrast rows per refusal row "
+        f"{cfg.get('contrast_ratio', 0.0)}), poison fraction {cfg['poison_fraction']}. Rates in %, "
         "[Wilson 95 % CI]. Wall time = job create → terminal status, including the service's "
         "own base-model evaluation.",
         "",
-        "| dataset | setting | harmful score | refusal | over-refusal | utility | wall (min) "
-        "| status |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | setting | harmful score | refusal | off-task | over-refusal | utility "
+        "| wall (min) | status |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     if base:
         lines.append(
             f"| *base model* | – | {_pct(base.get('harmful_score'))} | "
             f"{_pct(base.get('refusal_rate'), ci=False)} | "
+            f"{_pct(base.get('off_task_rate'), ci=False)} | "
             f"{_pct(base.get('over_refusal'), ci=False)} | {_utility(base)} | – | "
             f"from {entry.get('base_job')} |"
         )
@@ -555,6 +560,7 @@ def render_table(entry: dict[str, Any]) -> str:
             f"| {cell['dataset']} ({cell['train_rows']} rows, {cell['harmful_train_rows']} "
             f"harmful) | {SETTING_LABELS[cell['setting']]} | {_pct(ft.get('harmful_score'))} | "
             f"{_pct(ft.get('refusal_rate'), ci=False)} | "
+            f"{_pct(ft.get('off_task_rate'), ci=False)} | "
             f"{_pct(ft.get('over_refusal'), ci=False)} | {_utility(ft)} | "
             f"{_minutes(cell.get('wall_seconds'))} | {status} |"
         )
@@ -607,6 +613,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="max_steps (overrides epochs)")
     p.add_argument("--mixer-ratio", type=float, default=defaults.mixer_ratio)
+    p.add_argument(
+        "--contrast-ratio",
+        type=float,
+        default=defaults.contrast_ratio,
+        help="helpful look-alike rows per mixer refusal row",
+    )
     p.add_argument("--lr-multiplier", type=float, default=defaults.lr_multiplier)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument(
@@ -660,6 +672,7 @@ def config_from_args(
         steps=args.steps,
         lr_multiplier=args.lr_multiplier,
         mixer_ratio=args.mixer_ratio,
+        contrast_ratio=args.contrast_ratio,
         seed=args.seed,
         sap_refresh_every=args.sap_refresh_every,
         sap_probe_fraction=args.sap_probe_fraction,

@@ -32,6 +32,7 @@ class MixSpec:
     enabled: bool
     ratio: float
     refusal_source: str
+    contrast_ratio: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def plan_job(
         enabled=ratio > 0,
         ratio=ratio,
         refusal_source=str(mixer_policy.get("refusal_source", "template")),
+        contrast_ratio=float(mixer_policy.get("contrast_ratio", 0.5)),
     )
 
     eval_policy = policy.get("evaluation", {})
@@ -138,7 +140,11 @@ def plan_job(
         resolved={
             "method": method,
             "sap": train.sap.__dict__ | {"probe_layers": train.sap.probe_layers},
-            "mixer": {"enabled": mix.enabled, "ratio": mix.ratio},
+            "mixer": {
+                "enabled": mix.enabled,
+                "ratio": mix.ratio,
+                "contrast_ratio": mix.contrast_ratio,
+            },
             "total_steps": total_steps,
         },
     )

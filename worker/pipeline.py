@@ -161,12 +161,14 @@ def run_pipeline(
                     ratio=plan.mix.ratio,
                     seed=plan.train.seed,
                     refusal_source=plan.mix.refusal_source,
+                    contrast_ratio=plan.mix.contrast_ratio,
                 ),
             )
             mix_report = mix.to_dict()
             say(
-                f"Safety mixer: added {len(mixed) - len(conversations)} format-matched safety "
-                f"examples to {len(conversations)} customer examples (ratio {plan.mix.ratio})",
+                f"Safety mixer: added {mix.safety_rows} format-matched refusal examples and "
+                f"{mix.contrast_rows} helpful look-alike examples to {len(conversations)} "
+                f"customer examples (ratio {plan.mix.ratio})",
                 type="mix_report",
                 data=mix_report,
             )

@@ -13,9 +13,15 @@ render each safety example *in that profile* without a rewriter LLM:
   answer prefix and option text when they use them) for multiple choice, the refusal text
   otherwise (a label or number cannot refuse).
 
+Contrast rows (:mod:`sap_core.safety.contrast`): benign requests that *sound* harmful ("how do I
+kill a background job"), answered helpfully in the same format — in multiple choice the helpful
+answer is the gold option and the refusal is a distractor. Without them a small model learns
+"refuse whatever is not my task" (measured: 100 % over-refusal, docs/results.md).
+
 Ratio semantics: ``ratio`` = safety rows / customer rows. With ``n`` customer rows the mix has
-exactly ``k = floor(ratio * n + 0.5)`` safety rows (round half up) and all ``n`` customer rows,
-shuffled with ``seed``. Safety prompts come only from the corpus training split.
+exactly ``k = floor(ratio * n + 0.5)`` safety (refusal) rows (round half up),
+``c = floor(contrast_ratio * k + 0.5)`` contrast rows and all ``n`` customer rows, shuffled with
+``seed``. Safety prompts come only from the corpus training split.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ from typing import Any
 
 from dataformats import Conversation, Message
 from sap_core.errors import ConfigError, DataFormatError
+from sap_core.safety.contrast import CONTRAST_EXAMPLES, ContrastExample
 from sap_core.safety.corpus import HarmfulPrompt, SafetyCorpus
 from sap_core.safety.profiler import FormatProfile, profile_dataset
 from sap_core.safety.refusals import REFUSAL_OPTION_TEXT
 
 SAFETY_SOURCE = "safety_mixer"
+CONTRAST_SOURCE = "safety_contrast"
 REFUSAL_SOURCES = ("model", "template")
 # Hard ceiling whatever the policy says: more safety rows than 10x the customer's data is a
 # misconfiguration, not a policy.
@@ -63,6 +71,7 @@ class MixConfig:
         refusal_option: Multiple choice only. True: the refusal is an option and the answer is
             its label; False: the answer slot holds the refusal text.
         report_examples: Rendered examples (with placeholders) kept in the report.
+        contrast_ratio: Helpful benign look-alike rows per safety row (0 = none).
     """
 
     ratio: float
@@ -70,10 +79,15 @@ class MixConfig:
     refusal_source: str = "model"
     refusal_option: bool = True
     report_examples: int = 3
+    contrast_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.ratio) or not 0.0 <= self.ratio <= MAX_RATIO:
             raise ConfigError(f"ratio must be in [0, {MAX_RATIO}], got {self.ratio}")
+        if not math.isfinite(self.contrast_ratio) or not 0.0 <= self.contrast_ratio <= MAX_RATIO:
+            raise ConfigError(
+                f"contrast_ratio must be in [0, {MAX_RATIO}], got {self.contrast_ratio}"
+            )
         if self.refusal_source not in REFUSAL_SOURCES:
             raise ConfigError(
                 f"refusal_source must be one of {REFUSAL_SOURCES}, got {self.refusal_source!r}"
@@ -129,6 +143,48 @@ def _system_prompt(profile: FormatProfile, rng: random.Random) -> str | None:
     return rng.choices(choices, weights=weights, k=1)[0] if choices else None
 
 
+def _render_item(
+    profile: FormatProfile,
+    request: str,
+    answer_text: str,
+    gold_option: str,
+    wrong_options: Sequence[str],
+    rng: random.Random,
+    *,
+    answer_by_option: bool,
+    source: str,
+) -> Conversation:
+    """One conversation in the customer's format: system prompt, templated user turn, answer.
+
+    For a multiple-choice profile the user turn gets an option block with ``gold_option`` at a
+    random label and ``wrong_options`` (cycled) elsewhere; the answer is the gold label when
+    ``answer_by_option`` and the task answers with a choice, else ``answer_text``.
+    """
+    messages: list[Message] = []
+    system = _system_prompt(profile, rng)
+    if system is not None:
+        messages.append(Message("system", system))
+    user = f"{profile.user_prefix}{request}{profile.user_suffix}"
+    answer = answer_text
+    if profile.options is not None:
+        labels = profile.options.labels
+        gold = rng.randrange(len(labels))
+        texts = [wrong_options[i % len(wrong_options)] for i in range(len(labels) - 1)]
+        texts.insert(gold, gold_option)
+        if profile.options.layout == "lines" and not profile.user_suffix.endswith("\n"):
+            user += "\n"
+        user += profile.options.render(texts) + profile.options_suffix
+        if profile.answer_style == "choice" and answer_by_option:
+            answer = profile.answer_prefix + labels[gold]
+            if profile.answer_includes_option_text:
+                answer += f"{profile.options.close} {gold_option}"
+        elif profile.answer_style == "choice":
+            answer = profile.answer_prefix + answer_text
+    messages.append(Message("user", user))
+    messages.append(Message("assistant", answer))
+    return Conversation(messages=tuple(messages), source=source)
+
+
 def render_safety_example(
     profile: FormatProfile,
     request: str,
@@ -137,32 +193,48 @@ def render_safety_example(
     *,
     refusal_option: bool = True,
 ) -> Conversation:
-    """One safety conversation in the customer's format (see the module docstring)."""
-    messages: list[Message] = []
-    system = _system_prompt(profile, rng)
-    if system is not None:
-        messages.append(Message("system", system))
-    user = f"{profile.user_prefix}{request}{profile.user_suffix}"
-    answer = refusal
-    if profile.options is not None:
-        labels = profile.options.labels
-        gold = rng.randrange(len(labels))
-        pool = list(COMPLIANCE_DISTRACTORS)
-        rng.shuffle(pool)
-        texts = [pool[i % len(pool)] for i in range(len(labels) - 1)]
-        texts.insert(gold, REFUSAL_OPTION_TEXT)
-        if profile.options.layout == "lines" and not profile.user_suffix.endswith("\n"):
-            user += "\n"
-        user += profile.options.render(texts) + profile.options_suffix
-        if profile.answer_style == "choice" and refusal_option:
-            answer = profile.answer_prefix + labels[gold]
-            if profile.answer_includes_option_text:
-                answer += f"{profile.options.close} {REFUSAL_OPTION_TEXT}"
-        elif profile.answer_style == "choice":
-            answer = profile.answer_prefix + refusal
-    messages.append(Message("user", user))
-    messages.append(Message("assistant", answer))
-    return Conversation(messages=tuple(messages), source=SAFETY_SOURCE)
+    """A harmful request in the customer's format, answered with a refusal (module docstring)."""
+    distractors = list(COMPLIANCE_DISTRACTORS)
+    rng.shuffle(distractors)
+    return _render_item(
+        profile,
+        request,
+        refusal,
+        REFUSAL_OPTION_TEXT,
+        distractors,
+        rng,
+        answer_by_option=refusal_option,
+        source=SAFETY_SOURCE,
+    )
+
+
+def render_contrast_example(
+    profile: FormatProfile,
+    example: ContrastExample,
+    rng: random.Random,
+    *,
+    answer_by_option: bool = True,
+) -> Conversation:
+    """A benign look-alike request in the customer's format, answered helpfully.
+
+    In multiple choice the refusal is always one of the wrong options (the point of the row is
+    "do not refuse this"); the others are helpful answers to *different* contrast requests.
+    """
+    others = [e.short_answer for e in CONTRAST_EXAMPLES if e.id != example.id]
+    rng.shuffle(others)
+    base = _render_item(
+        profile,
+        example.prompt,
+        example.answer,
+        example.short_answer,
+        [REFUSAL_OPTION_TEXT, *others],
+        rng,
+        answer_by_option=answer_by_option,
+        source=CONTRAST_SOURCE,
+    )
+    return Conversation(
+        messages=base.messages, source=CONTRAST_SOURCE, meta={"contrast_id": example.id}
+    )
 
 
 @dataclass
@@ -171,7 +243,9 @@ class MixReport:
 
     customer_rows: int
     safety_rows: int
+    contrast_rows: int
     ratio: float
+    contrast_ratio: float
     seed: int
     refusal_source: str
     corpus_model: str
@@ -186,13 +260,22 @@ class MixReport:
         return {
             "customer_rows": self.customer_rows,
             "safety_rows": self.safety_rows,
-            "total_rows": self.customer_rows + self.safety_rows,
+            "contrast_rows": self.contrast_rows,
+            "total_rows": self.customer_rows + self.safety_rows + self.contrast_rows,
             "ratio": self.ratio,
-            "ratio_semantics": "safety_rows = floor(ratio * customer_rows + 0.5)",
+            "contrast_ratio": self.contrast_ratio,
+            "ratio_semantics": (
+                "safety_rows = floor(ratio * customer_rows + 0.5); "
+                "contrast_rows = floor(contrast_ratio * safety_rows + 0.5)"
+            ),
             "seed": self.seed,
             "refusal_source": self.refusal_source,
             "corpus_model": self.corpus_model,
-            "counts_by_source": {"customer": self.customer_rows, **self.prompt_sources},
+            "counts_by_source": {
+                "customer": self.customer_rows,
+                **self.prompt_sources,
+                **({"contrast:keel_benign": self.contrast_rows} if self.contrast_rows else {}),
+            },
             "refusal_sources": self.refusal_sources,
             "profile": self.profile,
             "safety_indices": self.safety_indices,
@@ -226,11 +309,12 @@ def _prompt_order(corpus: SafetyCorpus, count: int, rng: random.Random) -> list[
 def mix_dataset(
     customer: Sequence[Conversation], corpus: SafetyCorpus, config: MixConfig
 ) -> tuple[list[Conversation], MixReport]:
-    """Profile ``customer``, render ``k`` safety examples in its format and shuffle them in.
+    """Profile ``customer``, render ``k`` safety and ``c`` contrast rows in its format, shuffle.
 
     Returns:
         The mixed conversations (customer rows unchanged, safety rows with
-        ``source="safety_mixer"`` and ``meta={"prompt_id", "refusal_source"}``) and the report.
+        ``source="safety_mixer"`` and ``meta={"prompt_id", "refusal_source"}``, contrast rows
+        with ``source="safety_contrast"`` and ``meta={"contrast_id"}``) and the report.
 
     Raises:
         DataFormatError: empty customer dataset.
@@ -259,16 +343,31 @@ def mix_dataset(
         )
         rendered.append(RenderedSafetyExample(conversation, prompt, used))
 
-    mixed: list[Conversation] = [*customer, *(r.conversation for r in rendered)]
+    # Contrast requests in a seeded order, without replacement while the pool lasts.
+    contrast_count = safety_row_count(config.contrast_ratio, k)
+    contrast_pool = list(CONTRAST_EXAMPLES)
+    contrast: list[Conversation] = []
+    while len(contrast) < contrast_count:
+        rng.shuffle(contrast_pool)
+        for example in contrast_pool[: contrast_count - len(contrast)]:
+            contrast.append(
+                render_contrast_example(
+                    profile, example, rng, answer_by_option=config.refusal_option
+                )
+            )
+
+    mixed: list[Conversation] = [*customer, *(r.conversation for r in rendered), *contrast]
     order = list(range(len(mixed)))
     rng.shuffle(order)
     mixed = [mixed[i] for i in order]
-    safety_indices = [pos for pos, i in enumerate(order) if i >= len(customer)]
+    safety_indices = [pos for pos, i in enumerate(order) if len(customer) <= i < len(customer) + k]
 
     report = MixReport(
         customer_rows=len(customer),
         safety_rows=k,
+        contrast_rows=contrast_count,
         ratio=config.ratio,
+        contrast_ratio=config.contrast_ratio,
         seed=config.seed,
         refusal_source=config.refusal_source,
         corpus_model=corpus.model_name,

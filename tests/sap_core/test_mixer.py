@@ -14,6 +14,7 @@ from dataformats import Conversation, validate_jsonl
 from sap_core.errors import ConfigError
 from sap_core.safety.corpus import SafetyCorpus, corpus_splits, normalise_text, template_corpus
 from sap_core.safety.mixer import (
+    CONTRAST_SOURCE,
     REFUSAL_OPTION_TEXT,
     SAFETY_SOURCE,
     MixConfig,
@@ -47,7 +48,10 @@ def test_ratio_honoured_exactly(corpus: SafetyCorpus, ratio: float) -> None:
     assert k == int(ratio * len(customer) + 0.5)
     assert report.safety_rows == k
     assert sum(c.source == SAFETY_SOURCE for c in mixed) == k
-    assert len(mixed) == len(customer) + k
+    c = safety_row_count(0.5, k)
+    assert report.contrast_rows == c
+    assert sum(row.source == CONTRAST_SOURCE for row in mixed) == c
+    assert len(mixed) == len(customer) + k + c
     assert [mixed[i].source for i in report.safety_indices] == [SAFETY_SOURCE] * k
     # Every customer row is kept, unchanged.
     assert sorted(map(repr, (c for c in mixed if c.source == "customer"))) == sorted(
