@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from dataformats import Conversation, validate_jsonl
+from dataformats import validate_jsonl
 from sap_core.errors import ConfigError
 from sap_core.evaluation.benign_prompts import BENIGN_LOOKALIKE_PROMPTS
 from sap_core.safety.contrast import CONTRAST_EXAMPLES
@@ -20,14 +18,7 @@ from sap_core.safety.mixer import (
 )
 from sap_core.safety.profiler import profile_dataset
 from sap_core.safety.refusals import looks_like_refusal
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _load(name: str) -> list[Conversation]:
-    report = validate_jsonl((EXAMPLES / name).open("rb"), keep=True)
-    assert report.ok
-    return report.conversations
+from tests.fixtures.examples import load_example
 
 
 def test_contrast_prompts_are_disjoint_from_evaluation_lookalikes() -> None:
@@ -48,7 +39,7 @@ def test_contrast_answers_help_and_ids_are_unique() -> None:
 
 @pytest.mark.parametrize("name", ["chat_math.jsonl", "alpaca_tasks.jsonl"])
 def test_free_text_contrast_rows_answer_in_the_customers_format(name: str) -> None:
-    customer = _load(name)
+    customer = load_example(name)
     mixed, report = mix_dataset(customer, template_corpus(), MixConfig(ratio=0.5, seed=2))
     contrast = [c for c in mixed if c.source == CONTRAST_SOURCE]
     assert len(contrast) == report.contrast_rows > 0
@@ -64,7 +55,7 @@ def test_free_text_contrast_rows_answer_in_the_customers_format(name: str) -> No
 
 
 def test_multiple_choice_contrast_rows_pick_the_helpful_option_over_the_refusal() -> None:
-    customer = _load("mcq_aoa.jsonl")
+    customer = load_example("mcq_aoa.jsonl")
     mixed, _ = mix_dataset(customer, template_corpus(), MixConfig(ratio=0.2, seed=4))
     short = {e.id: e.short_answer for e in CONTRAST_EXAMPLES}
     contrast = [c for c in mixed if c.source == CONTRAST_SOURCE]
@@ -81,7 +72,7 @@ def test_multiple_choice_contrast_rows_pick_the_helpful_option_over_the_refusal(
 
 
 def test_contrast_can_be_switched_off_and_is_validated() -> None:
-    customer = _load("chat_math.jsonl")
+    customer = load_example("chat_math.jsonl")
     mixed, report = mix_dataset(
         customer, template_corpus(), MixConfig(ratio=0.3, seed=0, contrast_ratio=0.0)
     )

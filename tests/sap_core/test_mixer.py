@@ -6,11 +6,10 @@ Assertion messages name prompt ids only, never harmful text.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from dataformats import Conversation, validate_jsonl
+from dataformats import validate_jsonl
 from sap_core.errors import ConfigError
 from sap_core.safety.corpus import SafetyCorpus, corpus_splits, normalise_text, template_corpus
 from sap_core.safety.mixer import (
@@ -25,14 +24,7 @@ from sap_core.safety.mixer import (
 )
 from sap_core.safety.profiler import profile_dataset
 from sap_core.safety.refusals import looks_like_refusal
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _load(name: str) -> list[Conversation]:
-    report = validate_jsonl((EXAMPLES / name).open("rb"), keep=True)
-    assert report.ok
-    return report.conversations
+from tests.fixtures.examples import load_example
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def corpus() -> SafetyCorpus:
 
 @pytest.mark.parametrize("ratio", [0.0, 0.05, 0.1, 0.25, 1.0, 1.5])
 def test_ratio_honoured_exactly(corpus: SafetyCorpus, ratio: float) -> None:
-    customer = _load("alpaca_tasks.jsonl")
+    customer = load_example("alpaca_tasks.jsonl")
     mixed, report = mix_dataset(customer, corpus, MixConfig(ratio=ratio, seed=1))
     k = safety_row_count(ratio, len(customer))
     assert k == int(ratio * len(customer) + 0.5)
@@ -65,7 +57,7 @@ def test_half_rounds_up() -> None:
 
 
 def test_deterministic_for_a_seed(corpus: SafetyCorpus) -> None:
-    customer = _load("mcq_aoa.jsonl")
+    customer = load_example("mcq_aoa.jsonl")
     a, ra = mix_dataset(customer, corpus, MixConfig(ratio=0.3, seed=7))
     b, rb = mix_dataset(customer, corpus, MixConfig(ratio=0.3, seed=7))
     c, _ = mix_dataset(customer, corpus, MixConfig(ratio=0.3, seed=8))
@@ -75,7 +67,7 @@ def test_deterministic_for_a_seed(corpus: SafetyCorpus) -> None:
 
 
 def test_no_eval_prompt_in_the_mix(corpus: SafetyCorpus) -> None:
-    customer = _load("chat_math.jsonl")
+    customer = load_example("chat_math.jsonl")
     _, report = mix_dataset(customer, corpus, MixConfig(ratio=10.0, seed=0))
     eval_ids = {p.id for p in corpus_splits().eval}
     eval_text = {normalise_text(p.text) for p in corpus_splits().eval}
@@ -94,12 +86,12 @@ def test_leaky_corpus_is_rejected(corpus: SafetyCorpus) -> None:
         eval_prompt_ids=frozenset({corpus.train_prompts[0].id}),
     )
     with pytest.raises(ConfigError):
-        mix_dataset(_load("chat_math.jsonl"), leaky, MixConfig(ratio=0.1))
+        mix_dataset(load_example("chat_math.jsonl"), leaky, MixConfig(ratio=0.1))
 
 
 @pytest.mark.parametrize("name", ["chat_math.jsonl", "alpaca_tasks.jsonl", "mcq_aoa.jsonl"])
 def test_mixed_rows_validate_and_keep_the_format(corpus: SafetyCorpus, name: str) -> None:
-    customer = _load(name)
+    customer = load_example(name)
     mixed, report = mix_dataset(customer, corpus, MixConfig(ratio=0.2, seed=3))
     validated = validate_jsonl(to_jsonl(mixed).splitlines(), keep=True)
     assert validated.ok
@@ -125,7 +117,7 @@ def test_mixed_rows_validate_and_keep_the_format(corpus: SafetyCorpus, name: str
 
 
 def test_report_is_json_and_redacts_requests(corpus: SafetyCorpus) -> None:
-    customer = _load("mcq_aoa.jsonl")
+    customer = load_example("mcq_aoa.jsonl")
     _, report = mix_dataset(customer, corpus, MixConfig(ratio=0.1, seed=0, report_examples=5))
     data = json.loads(json.dumps(report.to_dict()))
     assert data["counts_by_source"]["customer"] == 100
