@@ -1,7 +1,10 @@
 """`keel eval`: safety-evaluate a local base model, or base + LoRA adapter, outside the service.
 
-    keel eval --model-dir DIR [--adapter DIR] [--harmful 50] [--benign 20] \\
+    keel eval (--model NAME | --model-dir DIR) [--adapter DIR] [--harmful 50] [--benign 20] \\
               [--max-new-tokens 40] [--json report.json]
+
+``--model NAME`` is a registry model already pulled into KEEL_MODEL_CACHE_DIR
+(``keel models pull NAME``); ``--model-dir`` is any local safetensors model directory.
 
 Prints rates only; replies to harmful prompts are never printed or written.
 """
@@ -17,7 +20,10 @@ import typer
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from sap_core.errors import ModelRegistryError
 from sap_core.evaluation import PolicyThresholds, SafetyEvalConfig, evaluate_safety
+from sap_core.models.registry import resolve_model
+from worker.settings import WorkerSettings
 
 app = typer.Typer(help="Safety-evaluate a local model (and optionally a LoRA adapter).")
 
@@ -44,9 +50,23 @@ def _line(name: str, result: dict[str, Any]) -> str:
     )
 
 
+def _model_dir(name: str | None, model_dir: Path | None) -> Path:
+    """Exactly one of a registry name and a directory; a name must be pulled already."""
+    if (name is None) == (model_dir is None):
+        raise typer.BadParameter("give exactly one of --model NAME and --model-dir DIR")
+    if model_dir is not None:
+        return model_dir
+    assert name is not None
+    try:
+        return resolve_model(name, WorkerSettings().model_cache_dir)
+    except ModelRegistryError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+
+
 @app.callback(invoke_without_command=True)
 def eval_command(
-    model_dir: Path = typer.Option(..., "--model-dir", exists=True, file_okay=False),
+    model_name: str | None = typer.Option(None, "--model", help="Registry model name (pulled)"),
+    model_dir: Path | None = typer.Option(None, "--model-dir", exists=True, file_okay=False),
     adapter: Path | None = typer.Option(None, "--adapter", exists=True, file_okay=False),
     harmful: int = typer.Option(50, "--harmful", min=1),
     benign: int = typer.Option(20, "--benign", min=0),
@@ -78,7 +98,7 @@ def eval_command(
         if max_harmful_score is not None
         else None
     )
-    model, tokenizer = _load(model_dir, adapter)
+    model, tokenizer = _load(_model_dir(model_name, model_dir), adapter)
     report = evaluate_safety(
         model,
         tokenizer,

@@ -7,7 +7,7 @@ keel files upload FILE | list | …     customer flow over HTTP (KEEL_API_BASE, 
 keel jobs create FILE --model M | watch ID | …
 keel data profile FILE | mix FILE --ratio R --out OUT
 keel safety build-corpus --model NAME
-keel eval --model-dir DIR [--adapter DIR]
+keel eval (--model NAME | --model-dir DIR) [--adapter DIR]
 """
 
 from __future__ import annotations
