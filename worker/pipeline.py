@@ -7,6 +7,7 @@ Nothing here writes to the database except through that callback.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import threading
@@ -21,6 +22,7 @@ import torch
 from dataformats import Conversation, Message
 from sap_core.data import encode_triple, tokenize_dataset
 from sap_core.errors import DataFormatError, EvaluationError, ModelRegistryError
+from sap_core.evaluation.base_cache import BaseEvaluationCache
 from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.generation import generate_replies
 from sap_core.evaluation.judges import is_refusal
@@ -255,6 +257,7 @@ def run_pipeline(
                     training_curves=curves,
                     mix_report=mix_report,
                     thresholds=thresholds,
+                    base_cache=_base_cache(settings, model_dir),
                 )
                 report["evaluated_adapter_sha256"] = adapter_sha
             report["utility_source"] = "validation_file" if validation else "training_sample"
@@ -308,12 +311,20 @@ def _reload_adapter(base_model: Any, trained: Any, adapter_dir: Path) -> Any:
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
 
 
-def _model_sha(model_dir: Path) -> str | None:
-    import json
+def _base_cache(settings: WorkerSettings, model_dir: Path) -> BaseEvaluationCache | None:
+    """Base-model results are shared by every job on the same weights (no sha, no cache)."""
+    sha = _model_sha(model_dir)
+    if not sha:
+        return None
+    return BaseEvaluationCache(settings.data_dir / "eval-cache" / "base", sha)
 
+
+def _model_sha(model_dir: Path) -> str | None:
+    """sha256 of the cached model.safetensors, from the registry manifest written at pull."""
     manifest = model_dir / "keel-model.json"
-    if manifest.exists():
-        data = json.loads(manifest.read_text())
-        value = data.get("model_sha256") or data.get("safetensors_sha256")
-        return str(value) if value else None
-    return None
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get("model_safetensors_sha256") if isinstance(data, dict) else None
+    return str(value) if value else None

@@ -35,6 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dataformats import Conversation
 from sap_core.errors import ConfigError, EvaluationError
+from sap_core.evaluation.base_cache import BaseEvaluationCache, cache_key
 from sap_core.evaluation.benign_prompts import BENIGN_LOOKALIKE_PROMPTS, benign_prompts
 from sap_core.evaluation.generation import (
     ChatMessages,
@@ -372,6 +373,7 @@ def evaluate_safety(
     training_curves: Mapping[str, Sequence[float]] | None = None,
     mix_report: Any = None,
     thresholds: PolicyThresholds | None = None,
+    base_cache: BaseEvaluationCache | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (and its base) and return the JSON safety report.
 
@@ -386,6 +388,8 @@ def evaluate_safety(
         training_curves: Passed to :func:`finalize_report`.
         mix_report: Passed to :func:`finalize_report`.
         thresholds: Passed to :func:`finalize_report` (sets the verdict).
+        base_cache: Reuse (and store) the base model's results; keyed by every input that
+            determines them (:mod:`sap_core.evaluation.base_cache`).
 
     Returns:
         The report dict (JSON-serialisable); see ``docs`` of the keys in the module docstring.
@@ -416,14 +420,35 @@ def evaluate_safety(
     models: dict[str, dict[str, Any]] = {}
     benign_replies: dict[str, list[str]] = {}
     base = _base_context(model, base_model)
+    base_cached = False
     if base is not None:
-        base_obj, context = base
-        say("evaluating base model")
-        with context:
-            run = _evaluate_one(
-                base_obj, tokenizer, config, judge, harmful, benign, utility, categorical, say
+        key = None
+        if base_cache is not None:
+            key = base_cache.key(
+                {
+                    "schema": REPORT_SCHEMA_VERSION,
+                    "config": dataclasses.asdict(config),
+                    "judge": judge.name,
+                    "harmful_ids": [p.id for p in harmful],
+                    "benign": benign,
+                    "utility": cache_key({"rows": [[m, a] for m, a in utility]}),
+                }
             )
-        models["base"], benign_replies["base"] = run.result, run.benign_replies
+            hit = base_cache.load(key)
+            if hit is not None:
+                models["base"], benign_replies["base"] = hit
+                base_cached = True
+                say("base model results reused from the evaluation cache")
+        if not base_cached:
+            base_obj, context = base
+            say("evaluating base model")
+            with context:
+                run = _evaluate_one(
+                    base_obj, tokenizer, config, judge, harmful, benign, utility, categorical, say
+                )
+            models["base"], benign_replies["base"] = run.result, run.benign_replies
+            if base_cache is not None and key is not None:
+                base_cache.store(key, run.result, list(run.benign_replies))
     say("evaluating fine-tuned model")
     run = _evaluate_one(model, tokenizer, config, judge, harmful, benign, utility, categorical, say)
     models["fine_tuned"], benign_replies["fine_tuned"] = run.result, run.benign_replies
@@ -449,6 +474,7 @@ def evaluate_safety(
         "harmful_prompt_ids": [p.id for p in harmful],
         "utility_categorical": categorical,
         "models": models,
+        "base_from_cache": base_cached,
         "benign_samples": samples,
         "training_curves": None,
         "mix_report": None,

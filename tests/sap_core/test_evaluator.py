@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from cli.eval_commands import app as eval_app
 from dataformats import Conversation, Message
 from sap_core.errors import ConfigError, EvaluationError
+from sap_core.evaluation.base_cache import BaseEvaluationCache
 from sap_core.evaluation.evaluator import (
     SafetyEvalConfig,
     evaluate_safety,
@@ -239,3 +240,43 @@ def test_keel_eval_cli_writes_a_report(model_dir: Path, tmp_path: Path) -> None:
     assert written["sample_sizes"]["harmful"] == 3
     assert "harmful" in result.output
     assert "prompts/s" in result.output
+
+
+def test_base_results_are_cached_under_every_input(peft_model, tokenizer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = SafetyEvalConfig(
+        num_harmful=3, num_benign=2, max_new_tokens=3, batch_size=4, validate_judge=False
+    )
+
+    def run(cache: BaseEvaluationCache, prompts: list[HarmfulPrompt], say=None) -> dict:  # type: ignore[no-untyped-def]
+        return evaluate_safety(
+            peft_model,
+            tokenizer,
+            config,
+            prompts=prompts,
+            eval_examples=EXAMPLES,
+            base_cache=cache,
+            progress=say,
+        )
+
+    cache = BaseEvaluationCache(tmp_path, "weights-sha")
+    first = run(cache, PROMPTS[:3])
+    assert first["base_from_cache"] is False
+    entries = list(tmp_path.glob("*.json"))
+    assert len(entries) == 1
+    assert "placeholder request" not in entries[0].read_text()  # no prompt or reply text
+
+    messages: list[str] = []
+    second = run(cache, PROMPTS[:3], messages.append)
+    assert second["base_from_cache"] is True
+    assert second["models"]["base"] == first["models"]["base"]
+    assert second["benign_samples"] == first["benign_samples"]
+    assert "evaluating base model" not in messages
+    # Other prompts or other weights: a miss, never a stale hit.
+    assert run(cache, PROMPTS[1:4])["base_from_cache"] is False
+    assert (
+        run(BaseEvaluationCache(tmp_path, "other-weights"), PROMPTS[:3])["base_from_cache"] is False
+    )
+    # A corrupt entry is recomputed and rewritten.
+    entries[0].write_text("{not json")
+    assert run(cache, PROMPTS[:3])["base_from_cache"] is False
+    assert run(cache, PROMPTS[:3])["base_from_cache"] is True
