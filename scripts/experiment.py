@@ -303,6 +303,10 @@ def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
         "KEEL_MODEL_CACHE_DIR": os.environ.get("KEEL_MODEL_CACHE_DIR", str(ROOT / "var/models")),
         "KEEL_CORPUS_DIR": os.environ.get("KEEL_CORPUS_DIR", str(ROOT / "var/safety-corpus")),
         "KEEL_POLICY_FILE": str(policy_path),
+        # Outside the fresh state: base-model results survive between runs (keyed by inputs).
+        "KEEL_EVAL_CACHE_DIR": os.environ.get(
+            "KEEL_EVAL_CACHE_DIR", str(state_dir.parent / "eval-cache")
+        ),
         "KEEL_ADMIN_KEY": admin_key,
         # The worker's "auto" device reaches torch.device() unresolved (crash); be explicit.
         "KEEL_DEVICE": os.environ.get("KEEL_DEVICE")

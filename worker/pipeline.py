@@ -316,7 +316,8 @@ def _base_cache(settings: WorkerSettings, model_dir: Path) -> BaseEvaluationCach
     sha = _model_sha(model_dir)
     if not sha:
         return None
-    return BaseEvaluationCache(settings.data_dir / "eval-cache" / "base", sha)
+    root = settings.eval_cache_dir or settings.data_dir / "eval-cache"
+    return BaseEvaluationCache(root / "base", sha)
 
 
 def _model_sha(model_dir: Path) -> str | None:

@@ -16,6 +16,8 @@ class WorkerSettings(BaseSettings):
     data_dir: Path = Path("./var")
     model_cache_dir: Path = Path("./var/models")
     corpus_dir: Path = Path("./var/safety-corpus")
+    # Base-model evaluation results shared by jobs on the same weights (None: data_dir/eval-cache).
+    eval_cache_dir: Path | None = None
     # A job's lease: a worker that stops heartbeating for this long loses the job to the reaper.
     lease_seconds: int = 120
     heartbeat_seconds: float = 5.0
