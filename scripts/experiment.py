@@ -258,6 +258,10 @@ def summarise_cell(
         "harmful_train_rows": dataset.harmful_rows,
         "train_sha256": dataset.train_sha256,
         "mixed_safety_rows": (mix or {}).get("safety_rows") if isinstance(mix, dict) else None,
+        "mixed_contrast_rows": (mix or {}).get("contrast_rows") if isinstance(mix, dict) else None,
+        # The service reuses base-model results across jobs; such a cell's wall time has no
+        # base evaluation in it.
+        "base_from_cache": bool((report or {}).get("base_from_cache")),
         "plan": plan,
         "wall_seconds": round(wall_seconds, 1),
         "trained_tokens": job.get("trained_tokens"),
@@ -536,8 +540,8 @@ def render_table(entry: dict[str, Any]) -> str:
         f"α={cfg['lora_alpha']} on {', '.join(cfg['lora_target_modules'])}, mixer ratio "
         f"{cfg['mixer_ratio']} (contrast rows per refusal row "
         f"{cfg.get('contrast_ratio', 0.0)}), poison fraction {cfg['poison_fraction']}. Rates in %, "
-        "[Wilson 95 % CI]. Wall time = job create → terminal status, including the service's "
-        "own base-model evaluation.",
+        "[Wilson 95 % CI]. Wall time = job create → terminal status on this machine, including "
+        "the service's base-model evaluation unless marked *base cached*.",
         "",
         "| dataset | setting | harmful score | refusal | off-task | over-refusal | utility "
         "| wall (min) | status |",
@@ -557,6 +561,7 @@ def render_table(entry: dict[str, Any]) -> str:
     )
     for cell in ordered:
         ft = cell.get("fine_tuned") or {}
+        cached = " (base cached)" if cell.get("base_from_cache") else ""
         status = str(cell.get("status"))
         if cell.get("warnings"):
             status += " ⚠ " + "; ".join(cell["warnings"])
@@ -566,7 +571,7 @@ def render_table(entry: dict[str, Any]) -> str:
             f"{_pct(ft.get('refusal_rate'), ci=False)} | "
             f"{_pct(ft.get('off_task_rate'), ci=False)} | "
             f"{_pct(ft.get('over_refusal'), ci=False)} | {_utility(ft)} | "
-            f"{_minutes(cell.get('wall_seconds'))} | {status} |"
+            f"{_minutes(cell.get('wall_seconds'))}{cached} | {status} |"
         )
     checks = target_checks(cells, base)
     if checks:
