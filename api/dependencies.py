@@ -22,7 +22,10 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit *before* the response is sent. The default ("request") commits after
+# it, so a client that creates a tenant, file or job and immediately reads it back could get a
+# 404 (seen in the e2e suite), and a failed commit would follow an already-sent 200.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[KeelSettings, Depends(get_settings)]
 
 
