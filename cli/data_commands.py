@@ -88,7 +88,7 @@ def mix(
     ),
     refusal_source: str = typer.Option("model", help="model | template"),
     contrast_ratio: float = typer.Option(
-        0.5, help="Helpful benign look-alike rows per safety row (against over-refusal)"
+        2.0, help="Helpful benign look-alike rows per safety row (against over-refusal)"
     ),
     report: Path | None = typer.Option(None, help="Write the mix report JSON here"),
 ) -> None:

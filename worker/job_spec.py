@@ -32,7 +32,7 @@ class MixSpec:
     enabled: bool
     ratio: float
     refusal_source: str
-    contrast_ratio: float = 0.5
+    contrast_ratio: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def plan_job(
         enabled=ratio > 0,
         ratio=ratio,
         refusal_source=str(mixer_policy.get("refusal_source", "template")),
-        contrast_ratio=float(mixer_policy.get("contrast_ratio", 0.5)),
+        contrast_ratio=float(mixer_policy.get("contrast_ratio", 2.0)),
     )
 
     eval_policy = policy.get("evaluation", {})

@@ -79,7 +79,7 @@ class MixConfig:
     refusal_source: str = "model"
     refusal_option: bool = True
     report_examples: int = 3
-    contrast_ratio: float = 0.5
+    contrast_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.ratio) or not 0.0 <= self.ratio <= MAX_RATIO:

@@ -40,7 +40,7 @@ def test_ratio_honoured_exactly(corpus: SafetyCorpus, ratio: float) -> None:
     assert k == int(ratio * len(customer) + 0.5)
     assert report.safety_rows == k
     assert sum(c.source == SAFETY_SOURCE for c in mixed) == k
-    c = safety_row_count(0.5, k)
+    c = safety_row_count(2.0, k)
     assert report.contrast_rows == c
     assert sum(row.source == CONTRAST_SOURCE for row in mixed) == c
     assert len(mixed) == len(customer) + k + c
