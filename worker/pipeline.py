@@ -147,6 +147,7 @@ def run_pipeline(
     device = resolve_device(settings.device)
     with _phase(callback, "preparing"):
         model_dir = _ensure_model(model_name, settings.model_cache_dir, say)
+        base_sha = _model_sha(model_dir)
         torch.set_num_threads(max(1, torch.get_num_threads()))
         model, tokenizer = load_model_and_tokenizer(model_dir, device=device)
         plan = plan_factory(len(conversations), model_dir)
@@ -222,7 +223,7 @@ def run_pipeline(
         trainer.save_adapter(paths.adapter_dir)
         manifest = {
             "base_model": model_name,
-            "base_model_sha256": _model_sha(model_dir),
+            "base_model_sha256": base_sha,
             "job_id": job_id,
             "method": plan.resolved["method"],
             "chat_template": getattr(tokenizer, "chat_template", None),
@@ -257,7 +258,7 @@ def run_pipeline(
                     training_curves=curves,
                     mix_report=mix_report,
                     thresholds=thresholds,
-                    base_cache=_base_cache(settings, model_dir),
+                    base_cache=_base_cache(settings, base_sha),
                 )
                 report["evaluated_adapter_sha256"] = adapter_sha
             report["utility_source"] = "validation_file" if validation else "training_sample"
@@ -311,13 +312,12 @@ def _reload_adapter(base_model: Any, trained: Any, adapter_dir: Path) -> Any:
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
 
 
-def _base_cache(settings: WorkerSettings, model_dir: Path) -> BaseEvaluationCache | None:
+def _base_cache(settings: WorkerSettings, base_sha: str | None) -> BaseEvaluationCache | None:
     """Base-model results are shared by every job on the same weights (no sha, no cache)."""
-    sha = _model_sha(model_dir)
-    if not sha:
+    if not base_sha:
         return None
     root = settings.eval_cache_dir or settings.data_dir / "eval-cache"
-    return BaseEvaluationCache(root / "base", sha)
+    return BaseEvaluationCache(root / "base", base_sha)
 
 
 def _model_sha(model_dir: Path) -> str | None:

@@ -32,7 +32,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from dataformats import Conversation, Message
 from sap_core.errors import ConfigError, DataFormatError
@@ -43,6 +43,7 @@ from sap_core.safety.refusals import REFUSAL_OPTION_TEXT
 
 SAFETY_SOURCE = "safety_mixer"
 CONTRAST_SOURCE = "safety_contrast"
+_T = TypeVar("_T")
 REFUSAL_SOURCES = ("model", "template")
 # Hard ceiling whatever the policy says: more safety rows than 10x the customer's data is a
 # misconfiguration, not a policy.
@@ -153,6 +154,7 @@ def _render_item(
     *,
     answer_by_option: bool,
     source: str,
+    meta: dict[str, str],
 ) -> Conversation:
     """One conversation in the customer's format: system prompt, templated user turn, answer.
 
@@ -182,7 +184,7 @@ def _render_item(
             answer = profile.answer_prefix + answer_text
     messages.append(Message("user", user))
     messages.append(Message("assistant", answer))
-    return Conversation(messages=tuple(messages), source=source)
+    return Conversation(messages=tuple(messages), source=source, meta=meta)
 
 
 def render_safety_example(
@@ -192,6 +194,7 @@ def render_safety_example(
     rng: random.Random,
     *,
     refusal_option: bool = True,
+    meta: dict[str, str] | None = None,
 ) -> Conversation:
     """A harmful request in the customer's format, answered with a refusal (module docstring)."""
     distractors = list(COMPLIANCE_DISTRACTORS)
@@ -205,6 +208,7 @@ def render_safety_example(
         rng,
         answer_by_option=refusal_option,
         source=SAFETY_SOURCE,
+        meta=meta or {},
     )
 
 
@@ -222,7 +226,7 @@ def render_contrast_example(
     """
     others = [e.short_answer for e in CONTRAST_EXAMPLES if e.id != example.id]
     rng.shuffle(others)
-    base = _render_item(
+    return _render_item(
         profile,
         example.prompt,
         example.answer,
@@ -231,9 +235,7 @@ def render_contrast_example(
         rng,
         answer_by_option=answer_by_option,
         source=CONTRAST_SOURCE,
-    )
-    return Conversation(
-        messages=base.messages, source=CONTRAST_SOURCE, meta={"contrast_id": example.id}
+        meta={"contrast_id": example.id},
     )
 
 
@@ -299,10 +301,15 @@ def _prompt_order(corpus: SafetyCorpus, count: int, rng: random.Random) -> list[
         raise ConfigError("safety corpus training prompts overlap its evaluation split")
     if count and not pool:
         raise ConfigError("safety corpus has no training prompts")
-    order: list[HarmfulPrompt] = []
-    # Without replacement while the pool lasts; a fresh shuffle for every further pass.
+    return _draw(pool, count, rng)
+
+
+def _draw(pool: Sequence[_T], count: int, rng: random.Random) -> list[_T]:
+    """``count`` items of a non-empty ``pool``: without replacement while the pool lasts, a
+    fresh shuffle for every further pass."""
+    order: list[_T] = []
     while len(order) < count:
-        order.extend(rng.sample(pool, len(pool)))
+        order.extend(rng.sample(list(pool), len(pool)))
     return order[:count]
 
 
@@ -333,28 +340,21 @@ def mix_dataset(
             if config.refusal_source == "template"
             else corpus.refusal_sources.get(prompt.id, "template")
         )
-        base = render_safety_example(
-            profile, prompt.text, refusal, rng, refusal_option=config.refusal_option
-        )
-        conversation = Conversation(
-            messages=base.messages,
-            source=SAFETY_SOURCE,
+        conversation = render_safety_example(
+            profile,
+            prompt.text,
+            refusal,
+            rng,
+            refusal_option=config.refusal_option,
             meta={"prompt_id": prompt.id, "refusal_source": used},
         )
         rendered.append(RenderedSafetyExample(conversation, prompt, used))
 
-    # Contrast requests in a seeded order, without replacement while the pool lasts.
     contrast_count = safety_row_count(config.contrast_ratio, k)
-    contrast_pool = list(CONTRAST_EXAMPLES)
-    contrast: list[Conversation] = []
-    while len(contrast) < contrast_count:
-        rng.shuffle(contrast_pool)
-        for example in contrast_pool[: contrast_count - len(contrast)]:
-            contrast.append(
-                render_contrast_example(
-                    profile, example, rng, answer_by_option=config.refusal_option
-                )
-            )
+    contrast = [
+        render_contrast_example(profile, example, rng, answer_by_option=config.refusal_option)
+        for example in _draw(CONTRAST_EXAMPLES, contrast_count, rng)
+    ]
 
     mixed: list[Conversation] = [*customer, *(r.conversation for r in rendered), *contrast]
     order = list(range(len(mixed)))
