@@ -151,8 +151,10 @@ def _print_report(report: dict[str, Any]) -> None:
         ("harmful", "refusal_rate", "refusal rate"),
         ("harmful", "off_task_rate", "off-task / incoherent"),
         ("benign", "over_refusal", "over-refusal on benign look-alikes"),
+        ("harmful_task_format", "harmful_score", "harmful score in the job's own format"),
     ):
-        table.add_row(label, _rate(base, group, key), _rate(tuned, group, key))
+        if group in tuned:
+            table.add_row(label, _rate(base, group, key), _rate(tuned, group, key))
     console.print(table)
     console.print(
         f"Judge: {report.get('judge')}; held-out harmful prompts: {sizes.get('harmful')}; "

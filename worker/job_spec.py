@@ -25,6 +25,8 @@ class EvalSpec:
     batch_size: int
     judge: str
     timeout_seconds: float
+    # Also ask the harmful prompts in the customer's own framing (system prompt, affixes).
+    task_format: bool = True
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def plan_job(
         batch_size=int(eval_policy.get("batch_size", 8)),
         judge=str(eval_policy.get("judge", "keyword")),
         timeout_seconds=float(eval_policy.get("timeout_seconds", 1800)),
+        task_format=bool(eval_policy.get("task_format", True)),
     )
     gate = policy.get("gate", {})
     thresholds = {k: float(v) for k, v in gate.get("thresholds", {}).items()}

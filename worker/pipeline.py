@@ -7,7 +7,6 @@ Nothing here writes to the database except through that callback.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import threading
@@ -27,10 +26,12 @@ from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.generation import generate_replies
 from sap_core.evaluation.judges import is_refusal
 from sap_core.evaluation.policy import PolicyThresholds
+from sap_core.evaluation.task_framing import TaskFraming, framing_from_profile
 from sap_core.models.loading import load_model_and_tokenizer
-from sap_core.models.registry import pull_model, resolve_model
+from sap_core.models.registry import pull_model, resolve_model, weights_sha256
 from sap_core.safety.corpus import SafetyCorpus, build_corpus
 from sap_core.safety.mixer import MixConfig, mix_dataset
+from sap_core.safety.profiler import profile_dataset
 from sap_core.trainer import SafetyAwareTrainer
 from worker.artifacts import JobPaths, package_adapter, reset_dir
 from worker.job_spec import JobPlan
@@ -147,7 +148,7 @@ def run_pipeline(
     device = resolve_device(settings.device)
     with _phase(callback, "preparing"):
         model_dir = _ensure_model(model_name, settings.model_cache_dir, say)
-        base_sha = _model_sha(model_dir)
+        base_sha = weights_sha256(model_dir)
         torch.set_num_threads(max(1, torch.get_num_threads()))
         model, tokenizer = load_model_and_tokenizer(model_dir, device=device)
         plan = plan_factory(len(conversations), model_dir)
@@ -252,6 +253,7 @@ def run_pipeline(
                         batch_size=plan.evaluation.batch_size,
                         seed=plan.train.seed,
                         judge=plan.evaluation.judge,
+                        task_framing=_task_framing(conversations, plan.evaluation.task_format),
                     ),
                     eval_examples=list(validation or conversations[: min(32, len(conversations))]),
                     progress=lambda message: say(message, type="evaluation"),
@@ -274,6 +276,14 @@ def run_pipeline(
         plan=plan,
         mix_report=mix_report,
     )
+
+
+def _task_framing(conversations: Sequence[Conversation], enabled: bool) -> TaskFraming | None:
+    """The customer's framing of a request, or None when off or it adds nothing to a chat turn."""
+    if not enabled:
+        return None
+    framing = framing_from_profile(profile_dataset(conversations))
+    return None if framing.is_plain else framing
 
 
 def _ensure_model(name: str, cache_dir: Path, say: Callable[..., None]) -> Path:
@@ -318,14 +328,3 @@ def _base_cache(settings: WorkerSettings, base_sha: str | None) -> BaseEvaluatio
         return None
     root = settings.eval_cache_dir or settings.data_dir / "eval-cache"
     return BaseEvaluationCache(root / "base", base_sha)
-
-
-def _model_sha(model_dir: Path) -> str | None:
-    """sha256 of the cached model.safetensors, from the registry manifest written at pull."""
-    manifest = model_dir / "keel-model.json"
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = data.get("model_safetensors_sha256") if isinstance(data, dict) else None
-    return str(value) if value else None

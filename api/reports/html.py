@@ -80,6 +80,18 @@ def _metrics_table(models: Mapping[str, Any]) -> str:
         ("Exact match", lambda m: _pct(m["utility"].get("exact_match"))),
         ("Prompts / second", lambda m: _e(m["timing"].get("prompts_per_second") or "–")),
     ]
+    if any("harmful_task_format" in models[k] for k in keys):
+        # Only when measured: the harmful prompts asked in the customer's own framing.
+        rows[3:3] = [
+            (
+                "Harmful score in the customer's format",
+                lambda m: _pct(m["harmful_task_format"]["harmful_score"]),
+            ),
+            (
+                "Refusal rate in the customer's format",
+                lambda m: _pct(m["harmful_task_format"]["refusal_rate"]),
+            ),
+        ]
     head = "".join(f"<th>{_e(MODEL_TITLES[k])}</th>" for k in keys)
     body = []
     for title, cell in rows:

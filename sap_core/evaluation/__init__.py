@@ -22,6 +22,7 @@ from sap_core.evaluation.judges import (
 from sap_core.evaluation.plots import render_figures
 from sap_core.evaluation.policy import PolicyThresholds, Verdict, decide
 from sap_core.evaluation.stats import Proportion, proportion, wilson_interval
+from sap_core.evaluation.task_framing import TaskFraming, framing_from_profile
 
 __all__ = [
     "BENIGN_LOOKALIKE_PROMPTS",
@@ -35,12 +36,14 @@ __all__ = [
     "Proportion",
     "SafetyEvalConfig",
     "SequenceClassifierJudge",
+    "TaskFraming",
     "Verdict",
     "benign_prompts",
     "confusion_counts",
     "decide",
     "evaluate_safety",
     "finalize_report",
+    "framing_from_profile",
     "generate_from_messages",
     "generate_replies",
     "is_refusal",

@@ -3,7 +3,8 @@
 For the fine-tuned model and (when available) its base, the evaluator
 
 1. generates greedy replies (batched, KV cache) to held-out harmful prompts and to benign
-   look-alike prompts,
+   look-alike prompts, and, when the config carries the customer's framing
+   (:mod:`sap_core.evaluation.task_framing`), to the same harmful prompts asked in that framing,
 2. labels them with a judge (refusal / compliance / off_task),
 3. measures utility on the caller's validation conversations: mean token NLL of the final
    assistant turn, and exact-match accuracy when the answers are categorical,
@@ -48,6 +49,7 @@ from sap_core.evaluation.judges import JUDGE_NAMES, Judge, JudgeLabel, make_judg
 from sap_core.evaluation.plots import render_figures
 from sap_core.evaluation.policy import PolicyThresholds, decide
 from sap_core.evaluation.stats import proportion
+from sap_core.evaluation.task_framing import TaskFraming
 from sap_core.safety.corpus import load_eval_prompts
 
 REPORT_SCHEMA_VERSION = 1
@@ -83,6 +85,8 @@ class SafetyEvalConfig:
         judge: ``keyword`` (default, no weights), ``classifier`` or ``llm``.
         judge_model_dir: Local HF dir of the classifier / LLM judge.
         system_prompt: Optional system prompt for every evaluation prompt.
+        task_framing: The customer's framing; when set (and not plain) the harmful prompts are
+            also asked in it and reported as ``harmful_task_format``.
         num_utility: Maximum validation conversations used for utility.
         num_benign_samples: Benign (prompt, reply) samples stored in the report.
         validate_judge: Also report the judge's agreement on the hand-labelled set.
@@ -96,6 +100,9 @@ class SafetyEvalConfig:
     judge: str = field(default="keyword", metadata={"help": "keyword | classifier | llm"})
     judge_model_dir: str | None = field(default=None, metadata={"help": "judge HF dir"})
     system_prompt: str | None = field(default=None, metadata={"help": "system prompt"})
+    task_framing: TaskFraming | None = field(
+        default=None, metadata={"help": "also ask harmful prompts in the customer's framing"}
+    )
     num_utility: int = field(default=64, metadata={"help": "max validation conversations"})
     num_benign_samples: int = field(default=5, metadata={"help": "benign samples stored"})
     validate_judge: bool = field(default=True, metadata={"help": "report judge agreement"})
@@ -234,6 +241,16 @@ def _label_summary(labels: Sequence[JudgeLabel]) -> dict[str, Any]:
     }
 
 
+def _judged_harmful(
+    judge: Judge, harmful: Sequence[PromptLike], replies: Sequence[str]
+) -> dict[str, Any]:
+    labels = judge.judge([p.text for p in harmful], list(replies))
+    summary = _label_summary(labels)
+    # Labels only, keyed by prompt id: the replies to harmful prompts never leave this module.
+    summary["labels"] = {p.id: label.value for p, label in zip(harmful, labels, strict=True)}
+    return summary
+
+
 @dataclass
 class _ModelRun:
     result: dict[str, Any]
@@ -253,24 +270,24 @@ def _evaluate_one(
 ) -> _ModelRun:
     texts = [p.text for p in harmful]
     conversations = [build_messages(t, config.system_prompt) for t in [*texts, *benign]]
+    framing = config.task_framing
+    if framing is not None and not framing.is_plain:
+        conversations += [framing.messages(t) for t in texts]
     say(f"generating {len(conversations)} replies")
     started = time.perf_counter()
     replies = generate_from_messages(
         model, tokenizer, conversations, config.max_new_tokens, config.batch_size
     )
     seconds = time.perf_counter() - started
-    harmful_replies, benign_replies = replies[: len(texts)], replies[len(texts) :]
+    n_harmful, n_benign = len(texts), len(benign)
+    harmful_replies = replies[:n_harmful]
+    benign_replies = replies[n_harmful : n_harmful + n_benign]
+    framed_replies = replies[n_harmful + n_benign :]
     say("judging replies")
-    harmful_labels = judge.judge(texts, harmful_replies)
     benign_labels = judge.judge(list(benign), benign_replies)
-    harmful_summary = _label_summary(harmful_labels)
-    # Labels only, keyed by prompt id: the replies to harmful prompts never leave this function.
-    harmful_summary["labels"] = {
-        p.id: label.value for p, label in zip(harmful, harmful_labels, strict=True)
-    }
     benign_counts = Counter(label.value for label in benign_labels)
     result: dict[str, Any] = {
-        "harmful": harmful_summary,
+        "harmful": _judged_harmful(judge, harmful, harmful_replies),
         "benign": {
             "n": len(benign),
             "counts": {label.value: benign_counts.get(label.value, 0) for label in JudgeLabel},
@@ -285,6 +302,9 @@ def _evaluate_one(
             "prompts_per_second": round(len(conversations) / seconds, 3) if seconds else None,
         },
     }
+    if framed_replies:
+        # The judge sees the bare request: it decides whether the reply engages *it*.
+        result["harmful_task_format"] = _judged_harmful(judge, harmful, framed_replies)
     if utility:
         say(f"utility on {len(utility)} validation conversations")
         loss, tokens = validation_loss(model, tokenizer, utility, config.batch_size)

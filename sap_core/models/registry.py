@@ -424,3 +424,17 @@ def verify_cached_model(path: Path) -> None:
         raise ModelRegistryError(f"{path}: no readable {MANIFEST_NAME}")
     expected = str(manifest.get("model_safetensors_sha256", ""))
     _check_sha(str(Path(path) / WEIGHTS_NAME), expected, sha256_file(Path(path) / WEIGHTS_NAME))
+
+
+def weights_sha256(model_dir: Path) -> str | None:
+    """sha256 of a model directory's weights: the pull manifest's, else hashed now, else None.
+
+    Identifies the base weights for caches keyed by them (the base-model evaluation cache).
+    A directory without a single ``model.safetensors`` (sharded, or no weights) gives None.
+    """
+    manifest = _read_manifest(Path(model_dir))
+    value = (manifest or {}).get("model_safetensors_sha256")
+    if value:
+        return str(value)
+    weights = Path(model_dir) / WEIGHTS_NAME
+    return sha256_file(weights) if weights.is_file() else None

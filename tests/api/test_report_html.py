@@ -87,6 +87,16 @@ def test_page_contains_metrics_verdict_and_every_figure() -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+def test_the_customers_format_rows_show_when_measured() -> None:
+    report = _report()
+    assert "in the customer&#x27;s format" not in render_report_html(report)
+    report["models"]["fine_tuned"]["harmful_task_format"] = _model(13, 2)["harmful"]
+    page = render_report_html(report)
+    row = page.split("Harmful score in the customer&#x27;s format", 1)[1].split("</tr>", 1)[0]
+    assert "65.0%" in row  # 13/20, fine-tuned only; the base column shows a dash
+    assert "–" in row
+
+
 def test_malformed_figures_are_dropped() -> None:
     report = _report()
     report["figures"] = {"bogus": "not base64 <img>", "text": base64.b64encode(b"hi").decode()}

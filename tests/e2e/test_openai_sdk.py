@@ -76,6 +76,11 @@ def test_openai_sdk_upload_train_download_and_generate(
         headers={"Authorization": f"Bearer {client.api_key}"},
     ).json()
     assert report["verdict"] == "passed"
+    # chat_math.jsonl has a tutor system prompt: the harmful prompts were also asked in it.
+    framing = report["report"]["config"]["task_framing"]
+    assert framing["system_prompt"].startswith("You are a patient math tutor")
+    for model in ("base", "fine_tuned"):
+        assert report["report"]["models"][model]["harmful_task_format"]["n"] == 8
 
     content = client.files.content(job.result_files[0]).read()
     adapter_dir = tmp_path / "adapter"

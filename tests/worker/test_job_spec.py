@@ -61,3 +61,11 @@ def test_method_none_needs_policy_permission() -> None:
     assert _plan(safety={"method": "none"}).train.sap.enabled
     permissive = {**POLICY, "customer_may_change": {"method": True}}
     assert not _plan(safety={"method": "none"}, policy=permissive).train.sap.enabled
+
+
+def test_task_format_evaluation_is_on_by_default_and_the_policy_can_switch_it_off() -> None:
+    assert POLICY["evaluation"]["task_format"] is True
+    assert _plan().evaluation.task_format
+    assert _plan(policy={**POLICY, "evaluation": {}}).evaluation.task_format
+    off = {**POLICY, "evaluation": {**POLICY["evaluation"], "task_format": False}}
+    assert not _plan(policy=off).evaluation.task_format
