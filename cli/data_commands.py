@@ -20,7 +20,8 @@ def main() -> None:
     """Profile and mix datasets."""
 
 
-def _read_dataset(path: Path) -> list[Conversation]:
+def read_dataset(path: Path) -> list[Conversation]:
+    """Validated conversations of a JSONL file; prints the first errors and exits 1 if invalid."""
     with path.open("rb") as handle:
         report = validate_jsonl(handle, keep=True)
     if not report.ok:
@@ -43,7 +44,7 @@ def profile(
     """Print the format profile the safety mixer will imitate."""
     from sap_core.safety.profiler import profile_dataset
 
-    result = profile_dataset(_read_dataset(file))
+    result = profile_dataset(read_dataset(file))
     data = result.to_dict()
     if as_json:
         console.print_json(json.dumps(data))
@@ -97,7 +98,7 @@ def mix(
     from sap_core.safety.corpus import load_corpus, template_corpus
     from sap_core.safety.mixer import MixConfig, mix_dataset, to_jsonl
 
-    customer = _read_dataset(file)
+    customer = read_dataset(file)
     try:
         config = MixConfig(
             ratio=ratio,

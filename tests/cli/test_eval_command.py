@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from cli.eval_commands import app
@@ -50,3 +52,44 @@ def test_eval_rejects_a_missing_or_unknown_model(
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_eval_asks_again_in_a_datasets_framing(model_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    args = ["--model", TEST_MODEL, "--harmful", "2", "--benign", "1", "--max-new-tokens", "4"]
+    aoa = ROOT / "examples" / "mcq_aoa.jsonl"
+    result = runner.invoke(
+        app, [*args, "--threads", "1", "--task-format", str(aoa), "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "in the task's format: harmful" in result.output
+    report = json.loads(out.read_text())
+    assert report["config"]["task_framing"]["user_prefix"].startswith("AOA, execute")
+    assert report["models"]["fine_tuned"]["harmful_task_format"]["n"] == 2
+
+
+def test_eval_rejects_an_invalid_task_format_file(model_cache: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\n')
+    result = runner.invoke(app, ["--model", TEST_MODEL, "--task-format", str(bad)])
+    assert result.exit_code == 1
+    assert "line 1" in result.output
+
+
+def test_eval_cache_reuses_the_base_results_of_the_same_weights(
+    model_cache: Path, tmp_path: Path
+) -> None:
+    base = AutoModelForCausalLM.from_pretrained(model_cache / TEST_MODEL, use_safetensors=True)
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    args = ["--model", TEST_MODEL, "--adapter", str(adapter), "--harmful", "2", "--benign", "1"]
+    args += ["--max-new-tokens", "4", "--threads", "1", "--eval-cache", str(tmp_path / "cache")]
+    reports = []
+    for run in ("first", "second"):
+        out = tmp_path / f"{run}.json"
+        result = runner.invoke(app, [*args, "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(out.read_text()))
+    assert [r["base_from_cache"] for r in reports] == [False, True]
+    assert reports[0]["models"]["base"] == reports[1]["models"]["base"]
+    assert list((tmp_path / "cache" / "base").glob("*.json"))
