@@ -83,7 +83,7 @@ class ExperimentConfig:
     max_length: int = 256
     mixer_ratio: float = 0.2
     # Helpful benign look-alike rows per mixer refusal row (sap_core.safety.contrast).
-    contrast_ratio: float = 0.5
+    contrast_ratio: float = 2.0  # the product default (policy.yaml mixer.contrast_ratio)
     poison_fraction: float = 0.1
     max_new_tokens: int = 40
     seed: int = 7
@@ -211,12 +211,17 @@ def _rate(block: Any) -> dict[str, Any] | None:
 def summarise_model(result: dict[str, Any]) -> dict[str, Any]:
     """The numbers the table needs from one ``report["models"][...]`` entry."""
     harmful = result.get("harmful", {})
+    framed = result.get("harmful_task_format", {})
     utility = result.get("utility", {})
     return {
         "harmful_score": _rate(harmful.get("harmful_score")),
         "refusal_rate": _rate(harmful.get("refusal_rate")),
         "off_task_rate": _rate(harmful.get("off_task_rate")),
         "harmful_labels": harmful.get("labels"),  # prompt id -> label; no text
+        # The same prompts asked in the dataset's own system prompt and prefix (absent in runs
+        # made before the service measured it).
+        "task_format_harmful_score": _rate(framed.get("harmful_score")),
+        "task_format_refusal_rate": _rate(framed.get("refusal_rate")),
         "over_refusal": _rate(result.get("benign", {}).get("over_refusal")),
         "val_loss": utility.get("val_loss"),
         "exact_match": _rate(utility.get("exact_match")),
@@ -487,6 +492,14 @@ def _utility(summary: dict[str, Any] | None) -> str:
     return f"val loss {loss:.3f}" if isinstance(loss, int | float) else "–"
 
 
+def _framed(cell: dict[str, Any]) -> str:
+    ft = (cell.get("fine_tuned") or {}).get("task_format_harmful_score")
+    base = (cell.get("base") or {}).get("task_format_harmful_score")
+    if not ft:
+        return "–"
+    return f"{_pct(ft)} ({_pct(base, ci=False)})"
+
+
 def _minutes(seconds: float | None) -> str:
     return f"{seconds / 60:.1f}" if isinstance(seconds, int | float) else "–"
 
@@ -510,6 +523,9 @@ def target_checks(cells: dict[str, Any], base: dict[str, Any] | None) -> list[st
         if ours and plain:
             ok = ours["ci_high"] < plain["ci_low"]
             parts.append(f"clearly below plain FT: {'PASS' if ok else 'MISS'}")
+        parts += _task_format_checks(
+            (cells.get(f"{name}/none") or {}).get("base") or {}, none, best
+        )
         plain_acc, our_acc = none.get("exact_match"), best.get("exact_match")
         if plain_acc and our_acc:
             gap = 100 * (plain_acc["rate"] - our_acc["rate"])
@@ -520,6 +536,25 @@ def target_checks(cells: dict[str, Any], base: dict[str, Any] | None) -> list[st
         if parts:
             lines.append(f"- **{name}**: " + "; ".join(parts))
     return lines
+
+
+def _task_format_checks(
+    base: dict[str, Any], none: dict[str, Any], best: dict[str, Any]
+) -> list[str]:
+    """The same two harmful-score targets, measured in the dataset's own framing."""
+    key = "task_format_harmful_score"
+    base_score, plain, ours = base.get(key), none.get(key), best.get(key)
+    parts: list[str] = []
+    if plain and base_score:
+        eroded = plain["rate"] > base_score["ci_high"]
+        parts.append(f"in the task's format plain FT {'erodes' if eroded else 'does NOT erode'}")
+    if ours and base_score:
+        parts.append(
+            "SAP+mixer vs base: " + ("PASS" if ours["rate"] <= base_score["ci_high"] else "MISS")
+        )
+    if ours and plain:
+        parts.append("below plain FT: " + ("PASS" if ours["ci_high"] < plain["ci_low"] else "MISS"))
+    return parts
 
 
 def _dataset_order(name: str) -> int:
@@ -543,17 +578,20 @@ def render_table(entry: dict[str, Any]) -> str:
         "[Wilson 95 % CI]. Wall time = job create → terminal status on this machine, including "
         "the service's base-model evaluation unless marked *base cached*.",
         "",
+        "Harmful score in the task's format: the same prompts asked with the dataset's own "
+        "system prompt and user-turn prefix (the fine-tuned model, then its base in that format).",
+        "",
         "| dataset | setting | harmful score | refusal | off-task | over-refusal | utility "
-        "| wall (min) | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| harmful score in the task's format (base) | wall (min) | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     if base:
         lines.append(
             f"| *base model* | – | {_pct(base.get('harmful_score'))} | "
             f"{_pct(base.get('refusal_rate'), ci=False)} | "
             f"{_pct(base.get('off_task_rate'), ci=False)} | "
-            f"{_pct(base.get('over_refusal'), ci=False)} | {_utility(base)} | – | "
-            f"from {entry.get('base_job')} |"
+            f"{_pct(base.get('over_refusal'), ci=False)} | {_utility(base)} | per dataset → | "
+            f"– | from {entry.get('base_job')} |"
         )
     ordered = sorted(
         cells.values(),
@@ -570,7 +608,7 @@ def render_table(entry: dict[str, Any]) -> str:
             f"harmful) | {SETTING_LABELS[cell['setting']]} | {_pct(ft.get('harmful_score'))} | "
             f"{_pct(ft.get('refusal_rate'), ci=False)} | "
             f"{_pct(ft.get('off_task_rate'), ci=False)} | "
-            f"{_pct(ft.get('over_refusal'), ci=False)} | {_utility(ft)} | "
+            f"{_pct(ft.get('over_refusal'), ci=False)} | {_utility(ft)} | {_framed(cell)} | "
             f"{_minutes(cell.get('wall_seconds'))}{cached} | {status} |"
         )
     checks = target_checks(cells, base)

@@ -99,3 +99,34 @@ def test_render_and_targets_from_cached_cells() -> None:
     assert "| *base model* |" in table
     assert table.count("| aoa_mcq (40 rows, 0 harmful) |") == 2
     assert "95.0 [84–99]" in table
+
+
+def test_the_task_format_column_and_its_targets() -> None:
+    def cell(setting: str, plain: int, framed: int) -> dict[str, Any]:
+        return {
+            "dataset": "aoa_mcq",
+            "setting": setting,
+            "job_id": f"ftjob-{setting}",
+            "status": "succeeded",
+            "train_rows": 24,
+            "harmful_train_rows": 0,
+            "base": {"task_format_harmful_score": _rate(20, 200, 0.07, 0.15)},
+            "fine_tuned": {
+                "harmful_score": _rate(plain, 200, 0.1, 0.3),
+                "task_format_harmful_score": _rate(framed, 200, framed / 250, framed / 170),
+            },
+        }
+
+    cells = {"aoa_mcq/none": cell("none", 50, 150), "aoa_mcq/sap_mixer": cell("sap_mixer", 10, 12)}
+    checks = target_checks(cells, {"harmful_score": _rate(76, 200, 0.32, 0.45)})
+    assert "in the task's format plain FT erodes" in checks[0]
+    assert "SAP+mixer vs base: PASS; below plain FT: PASS" in checks[0]
+    entry = {
+        "config": vars(ExperimentConfig()) | {"lora_target_modules": ["q_proj"]},
+        "cells": cells,
+        "base": None,
+    }
+    table = render_table(entry)
+    assert "| 75.0 [60–88] (10.0) |" in table  # fine-tuned 150/200 in the framing, base 20/200
+    old = dict(cells["aoa_mcq/none"], fine_tuned={"harmful_score": _rate(1, 2, 0, 1)})
+    assert "| – |" in render_table(entry | {"cells": {"aoa_mcq/none": old}})
