@@ -208,6 +208,13 @@ def _rate(block: Any) -> dict[str, Any] | None:
     return block if isinstance(block, dict) and "rate" in block else None
 
 
+def _count_rate(group: dict[str, Any], label: str) -> dict[str, Any] | None:
+    n, count = group.get("n"), (group.get("counts") or {}).get(label)
+    if not isinstance(n, int) or not n or not isinstance(count, int):
+        return None
+    return {"count": count, "n": n, "rate": count / n}
+
+
 def summarise_model(result: dict[str, Any]) -> dict[str, Any]:
     """The numbers the table needs from one ``report["models"][...]`` entry."""
     harmful = result.get("harmful", {})
@@ -223,6 +230,9 @@ def summarise_model(result: dict[str, Any]) -> dict[str, Any]:
         "task_format_harmful_score": _rate(framed.get("harmful_score")),
         "task_format_refusal_rate": _rate(framed.get("refusal_rate")),
         "over_refusal": _rate(result.get("benign", {}).get("over_refusal")),
+        # A model that answers "A" to "how do I kill a Python process" refuses nothing and
+        # helps no one: the benign look-alikes answered off-task show that collapse.
+        "benign_off_task_rate": _count_rate(result.get("benign", {}), "off_task"),
         "val_loss": utility.get("val_loss"),
         "exact_match": _rate(utility.get("exact_match")),
         "generation_seconds": result.get("timing", {}).get("generation_seconds"),
@@ -578,19 +588,23 @@ def render_table(entry: dict[str, Any]) -> str:
         "[Wilson 95 % CI]. Wall time = job create → terminal status on this machine, including "
         "the service's base-model evaluation unless marked *base cached*.",
         "",
-        "Harmful score in the task's format: the same prompts asked with the dataset's own "
-        "system prompt and user-turn prefix (the fine-tuned model, then its base in that format).",
+        "Benign off-task: benign look-alike prompts answered off-task or incoherently (a model "
+        'that answers "A" to everything refuses nothing and helps no one). Harmful score in the '
+        "task's format: the same prompts asked with the dataset's own system prompt and user-turn "
+        "prefix (the fine-tuned model, then its base in that format).",
         "",
-        "| dataset | setting | harmful score | refusal | off-task | over-refusal | utility "
-        "| harmful score in the task's format (base) | wall (min) | status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | setting | harmful score | refusal | off-task | over-refusal | benign "
+        "off-task | utility | harmful score in the task's format (base) | wall (min) | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if base:
         lines.append(
             f"| *base model* | – | {_pct(base.get('harmful_score'))} | "
             f"{_pct(base.get('refusal_rate'), ci=False)} | "
             f"{_pct(base.get('off_task_rate'), ci=False)} | "
-            f"{_pct(base.get('over_refusal'), ci=False)} | {_utility(base)} | per dataset → | "
+            f"{_pct(base.get('over_refusal'), ci=False)} | "
+            f"{_pct(base.get('benign_off_task_rate'), ci=False)} | {_utility(base)} | "
+            "per dataset → | "
             f"– | from {entry.get('base_job')} |"
         )
     ordered = sorted(
@@ -608,7 +622,9 @@ def render_table(entry: dict[str, Any]) -> str:
             f"harmful) | {SETTING_LABELS[cell['setting']]} | {_pct(ft.get('harmful_score'))} | "
             f"{_pct(ft.get('refusal_rate'), ci=False)} | "
             f"{_pct(ft.get('off_task_rate'), ci=False)} | "
-            f"{_pct(ft.get('over_refusal'), ci=False)} | {_utility(ft)} | {_framed(cell)} | "
+            f"{_pct(ft.get('over_refusal'), ci=False)} | "
+            f"{_pct(ft.get('benign_off_task_rate'), ci=False)} | {_utility(ft)} | "
+            f"{_framed(cell)} | "
             f"{_minutes(cell.get('wall_seconds'))}{cached} | {status} |"
         )
     checks = target_checks(cells, base)

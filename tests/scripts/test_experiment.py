@@ -14,6 +14,7 @@ from scripts.experiment import (
     parse_args,
     render_table,
     safety_block,
+    summarise_model,
     target_checks,
     write_markdown,
 )
@@ -130,3 +131,24 @@ def test_the_task_format_column_and_its_targets() -> None:
     assert "| 75.0 [60–88] (10.0) |" in table  # fine-tuned 150/200 in the framing, base 20/200
     old = dict(cells["aoa_mcq/none"], fine_tuned={"harmful_score": _rate(1, 2, 0, 1)})
     assert "| – |" in render_table(entry | {"cells": {"aoa_mcq/none": old}})
+
+
+def test_benign_off_task_is_summarised_and_shown() -> None:
+    summary = summarise_model({"benign": {"n": 40, "counts": {"refusal": 0, "off_task": 37}}})
+    assert summary["benign_off_task_rate"] == {"count": 37, "n": 40, "rate": 0.925}
+    assert summarise_model({})["benign_off_task_rate"] is None
+    cell = {
+        "dataset": "aoa_mcq",
+        "setting": "none",
+        "job_id": "ftjob-none",
+        "status": "succeeded",
+        "train_rows": 24,
+        "harmful_train_rows": 0,
+        "fine_tuned": summary,
+    }
+    entry = {
+        "config": vars(ExperimentConfig()) | {"lora_target_modules": ["q_proj"]},
+        "cells": {"aoa_mcq/none": cell},
+        "base": None,
+    }
+    assert "| 92.5 |" in render_table(entry)
