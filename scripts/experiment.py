@@ -591,7 +591,8 @@ def render_table(entry: dict[str, Any]) -> str:
         "Benign off-task: benign look-alike prompts answered off-task or incoherently (a model "
         'that answers "A" to everything refuses nothing and helps no one). Harmful score in the '
         "task's format: the same prompts asked with the dataset's own system prompt and user-turn "
-        "prefix (the fine-tuned model, then its base in that format).",
+        "prefix. Utility is measured on each dataset's own validation file, so it is shown as "
+        "fine-tuned (base) per row, like the task-format score.",
         "",
         "| dataset | setting | harmful score | refusal | off-task | over-refusal | benign "
         "off-task | utility | harmful score in the task's format (base) | wall (min) | status |",
@@ -603,8 +604,8 @@ def render_table(entry: dict[str, Any]) -> str:
             f"{_pct(base.get('refusal_rate'), ci=False)} | "
             f"{_pct(base.get('off_task_rate'), ci=False)} | "
             f"{_pct(base.get('over_refusal'), ci=False)} | "
-            f"{_pct(base.get('benign_off_task_rate'), ci=False)} | {_utility(base)} | "
-            "per dataset → | "
+            f"{_pct(base.get('benign_off_task_rate'), ci=False)} | per dataset ↓ | "
+            "per dataset ↓ | "
             f"– | from {entry.get('base_job')} |"
         )
     ordered = sorted(
@@ -623,7 +624,8 @@ def render_table(entry: dict[str, Any]) -> str:
             f"{_pct(ft.get('refusal_rate'), ci=False)} | "
             f"{_pct(ft.get('off_task_rate'), ci=False)} | "
             f"{_pct(ft.get('over_refusal'), ci=False)} | "
-            f"{_pct(ft.get('benign_off_task_rate'), ci=False)} | {_utility(ft)} | "
+            f"{_pct(ft.get('benign_off_task_rate'), ci=False)} | "
+            f"{_utility(ft)} (base: {_utility(cell.get('base'))}) | "
             f"{_framed(cell)} | "
             f"{_minutes(cell.get('wall_seconds'))}{cached} | {status} |"
         )
