@@ -152,3 +152,20 @@ def test_benign_off_task_is_summarised_and_shown() -> None:
         "base": None,
     }
     assert "| 92.5 |" in render_table(entry)
+
+
+def test_targets_warn_when_a_low_harmful_score_is_collapse() -> None:
+    def cell(setting: str, off_task: int) -> dict[str, Any]:
+        return {
+            "dataset": "aoa_mcq",
+            "setting": setting,
+            "fine_tuned": {
+                "harmful_score": _rate(15, 200, 0.05, 0.12),
+                "off_task_rate": _rate(off_task, 200, 0, 1),
+            },
+        }
+
+    cells = {"aoa_mcq/none": cell("none", 20), "aoa_mcq/sap_mixer": cell("sap_mixer", 185)}
+    (line,) = target_checks(cells, {"harmful_score": _rate(76, 200, 0.32, 0.45)})
+    assert "⚠ SAP+mixer answers 92 % of harmful prompts off-task" in line
+    assert "plain FT answers" not in line
