@@ -41,7 +41,8 @@ from worker.settings import WorkerSettings
 app = typer.Typer(help="Safety-evaluate a local model (and optionally a LoRA adapter).")
 
 
-def _load(model_dir: Path, adapter: Path | None) -> tuple[Any, Any]:
+def load_model(model_dir: Path, adapter: Path | None) -> tuple[Any, Any]:
+    """Model (with the adapter applied, frozen, eval mode) and tokenizer; safetensors only."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model: Any = AutoModelForCausalLM.from_pretrained(
         model_dir, use_safetensors=True, local_files_only=True
@@ -151,7 +152,7 @@ def eval_command(
         else None
     )
     directory = _model_dir(model_name, model_dir)
-    model, tokenizer = _load(directory, adapter)
+    model, tokenizer = load_model(directory, adapter)
     report = evaluate_safety(
         model,
         tokenizer,
