@@ -31,7 +31,7 @@ from sap_core.models.loading import load_model_and_tokenizer
 from sap_core.models.registry import pull_model, resolve_model, weights_sha256
 from sap_core.safety.corpus import SafetyCorpus, build_corpus
 from sap_core.safety.mixer import MixConfig, mix_dataset
-from sap_core.safety.profiler import profile_dataset
+from sap_core.safety.profiler import FormatProfile, profile_dataset
 from sap_core.trainer import SafetyAwareTrainer
 from worker.artifacts import JobPaths, package_adapter, reset_dir
 from worker.job_spec import JobPlan
@@ -155,6 +155,9 @@ def run_pipeline(
         corpus = _load_or_build_corpus(
             model_name, settings.corpus_dir, model, tokenizer, plan.mix.refusal_source, say
         )
+        # One profile of the customer's rows: the mixer renders safety rows in it and the
+        # evaluation asks the harmful prompts in its framing.
+        profile = profile_dataset(conversations)
         mixed: list[Conversation] = list(conversations)
         mix_report: dict[str, Any] | None = None
         if plan.mix.enabled:
@@ -167,6 +170,7 @@ def run_pipeline(
                     refusal_source=plan.mix.refusal_source,
                     contrast_ratio=plan.mix.contrast_ratio,
                 ),
+                profile,
             )
             mix_report = mix.to_dict()
             say(
@@ -253,7 +257,7 @@ def run_pipeline(
                         batch_size=plan.evaluation.batch_size,
                         seed=plan.train.seed,
                         judge=plan.evaluation.judge,
-                        task_framing=_task_framing(conversations, plan.evaluation.task_format),
+                        task_framing=_task_framing(profile, plan.evaluation.task_format),
                     ),
                     eval_examples=list(validation or conversations[: min(32, len(conversations))]),
                     progress=lambda message: say(message, type="evaluation"),
@@ -278,11 +282,11 @@ def run_pipeline(
     )
 
 
-def _task_framing(conversations: Sequence[Conversation], enabled: bool) -> TaskFraming | None:
+def _task_framing(profile: FormatProfile, enabled: bool) -> TaskFraming | None:
     """The customer's framing of a request, or None when off or it adds nothing to a chat turn."""
     if not enabled:
         return None
-    framing = framing_from_profile(profile_dataset(conversations))
+    framing = framing_from_profile(profile)
     return None if framing.is_plain else framing
 
 

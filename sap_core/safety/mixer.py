@@ -314,9 +314,15 @@ def _draw(pool: Sequence[_T], count: int, rng: random.Random) -> list[_T]:
 
 
 def mix_dataset(
-    customer: Sequence[Conversation], corpus: SafetyCorpus, config: MixConfig
+    customer: Sequence[Conversation],
+    corpus: SafetyCorpus,
+    config: MixConfig,
+    profile: FormatProfile | None = None,
 ) -> tuple[list[Conversation], MixReport]:
     """Profile ``customer``, render ``k`` safety and ``c`` contrast rows in its format, shuffle.
+
+    ``profile`` is ``profile_dataset(customer)`` when the caller has it already (the worker
+    also frames the evaluation prompts with it); it is computed here otherwise.
 
     Returns:
         The mixed conversations (customer rows unchanged, safety rows with
@@ -329,7 +335,8 @@ def mix_dataset(
     """
     if not customer:
         raise DataFormatError("cannot mix an empty dataset")
-    profile = profile_dataset(customer)
+    if profile is None:
+        profile = profile_dataset(customer)
     k = safety_row_count(config.ratio, len(customer))
     rng = random.Random(config.seed)
     rendered: list[RenderedSafetyExample] = []

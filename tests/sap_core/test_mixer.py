@@ -66,6 +66,17 @@ def test_deterministic_for_a_seed(corpus: SafetyCorpus) -> None:
     assert to_jsonl(a) != to_jsonl(c)
 
 
+def test_a_profile_passed_in_renders_what_the_mixer_would_compute(corpus: SafetyCorpus) -> None:
+    # The worker profiles once and hands the profile to the mixer and to the evaluation.
+    customer = load_example("mcq_aoa.jsonl")
+    own, own_report = mix_dataset(customer, corpus, MixConfig(ratio=0.3, seed=7))
+    given, given_report = mix_dataset(
+        customer, corpus, MixConfig(ratio=0.3, seed=7), profile_dataset(customer)
+    )
+    assert to_jsonl(given) == to_jsonl(own)
+    assert given_report.to_dict() == own_report.to_dict()
+
+
 def test_no_eval_prompt_in_the_mix(corpus: SafetyCorpus) -> None:
     customer = load_example("chat_math.jsonl")
     _, report = mix_dataset(customer, corpus, MixConfig(ratio=10.0, seed=0))
