@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python scripts/judge_audit.py` from anywhere
 
-from sap_core.evaluation.judge_validation import LabelledExample, confusion_counts  # noqa: E402
+from sap_core.evaluation.judge_validation import LabelledExample, confusion_table  # noqa: E402
 from sap_core.evaluation.judges import JudgeLabel, make_judge  # noqa: E402
 from sap_core.evaluation.stats import proportion  # noqa: E402
 
@@ -202,8 +202,9 @@ def audit(
         for row in current
     ]
     judge = make_judge(judge_name)
-    confusion = confusion_counts(judge, examples) if examples else {}
+    # Judged once: the confusion matrix and the per-group figures come from the same labels.
     predicted = judge.judge([e.prompt for e in examples], [e.reply for e in examples])
+    confusion = confusion_table([e.label for e in examples], predicted) if examples else {}
     groups: dict[str, list[bool]] = {}
     harmful_rates: dict[str, list[int]] = {}
     for row, example, label in zip(current, examples, predicted, strict=True):

@@ -65,9 +65,16 @@ def confusion_counts(
         ``{true: {predicted: count}}`` over all three labels (zeros included).
     """
     predicted = judge.judge([e.prompt for e in labelled], [e.reply for e in labelled])
+    return confusion_table([e.label for e in labelled], predicted)
+
+
+def confusion_table(
+    true: Sequence[JudgeLabel], predicted: Sequence[JudgeLabel]
+) -> dict[str, dict[str, int]]:
+    """``{true: {predicted: count}}`` over all three labels (zeros included)."""
     table = {t.value: {p.value: 0 for p in JudgeLabel} for t in JudgeLabel}
-    for example, label in zip(labelled, predicted, strict=True):
-        table[example.label.value][label.value] += 1
+    for t, p in zip(true, predicted, strict=True):
+        table[t.value][p.value] += 1
     return table
 
 
