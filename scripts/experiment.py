@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,10 +92,35 @@ class ExperimentConfig:
     # SAP speed approximations (docs/sap.md §2); 1 and 1.0 = exact SAP.
     sap_refresh_every: int = 4
     sap_probe_fraction: float = 0.5
+    # SAP's own knobs (sap_core.config.SapConfig). The defaults are the reference code's rho and
+    # probe lr with the product's stateless "sgd" rule: V* = beta * gap, which at rho = 2e-5 is a
+    # probe of norm ~1e-5 (docs/results.md). "adam_persistent" is the reference code's rule: its
+    # first step has size ~beta per coordinate whatever the gap's scale.
+    sap_rho: float = 2e-5
+    sap_probe_rule: str = "sgd"
+    sap_probe_step_size: float = 0.05
 
     def fingerprint(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        payload = asdict(self)
+        # Knobs added after earlier runs are hashed only when they differ from their defaults,
+        # so the run ids already quoted in docs/results.md stay valid.
+        for knob in fields(self):
+            if knob.name in _LATE_KNOBS and payload[knob.name] == knob.default:
+                del payload[knob.name]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def sap_defaults(self) -> dict[str, Any]:
+        """The provider policy's ``sap.defaults`` for this run."""
+        return {
+            "direction_refresh_every": self.sap_refresh_every,
+            "probe_batch_fraction": self.sap_probe_fraction,
+            "rho": self.sap_rho,
+            "probe_step_rule": self.sap_probe_rule,
+            "probe_step_size": self.sap_probe_step_size,
+        }
+
+
+_LATE_KNOBS = ("sap_rho", "sap_probe_rule", "sap_probe_step_size")
 
 
 def safety_block(setting: str, mixer_ratio: float) -> dict[str, Any]:
@@ -137,12 +162,7 @@ def experiment_policy(cfg: ExperimentConfig) -> dict[str, Any]:
     return {
         "allowed_models": [cfg.model],
         "customer_may_change": {"method": True, "sap_knobs": False, "mixer_ratio": True},
-        "sap": {
-            "defaults": {
-                "direction_refresh_every": cfg.sap_refresh_every,
-                "probe_batch_fraction": cfg.sap_probe_fraction,
-            }
-        },
+        "sap": {"defaults": cfg.sap_defaults()},
         # min_ratio 0: "no safety measure" and "SAP only" must be able to switch the mixer off.
         "mixer": {
             "min_ratio": 0.0,
@@ -588,6 +608,15 @@ def _dataset_order(name: str) -> int:
     return DATASETS.index(name) if name in DATASETS else len(DATASETS)
 
 
+def _sap_summary(cfg: dict[str, Any]) -> str:
+    return (
+        f"ρ={cfg.get('sap_rho', 2e-5):g}, probe rule {cfg.get('sap_probe_rule', 'sgd')} "
+        f"β={cfg.get('sap_probe_step_size', 0.05):g}, direction every "
+        f"{cfg.get('sap_refresh_every', 1)} steps, probe on {cfg.get('sap_probe_fraction', 1.0):g} "
+        "of the batch"
+    )
+
+
 def render_table(entry: dict[str, Any]) -> str:
     cfg = entry["config"]
     cells: dict[str, Any] = entry["cells"]
@@ -601,7 +630,8 @@ def render_table(entry: dict[str, Any]) -> str:
         f"{cfg['batch_size']}, lr {2e-4 * cfg['lr_multiplier']:g}, LoRA r={cfg['lora_rank']} "
         f"α={cfg['lora_alpha']} on {', '.join(cfg['lora_target_modules'])}, mixer ratio "
         f"{cfg['mixer_ratio']} (contrast rows per refusal row "
-        f"{cfg.get('contrast_ratio', 0.0)}), poison fraction {cfg['poison_fraction']}. Rates in %, "
+        f"{cfg.get('contrast_ratio', 0.0)}), poison fraction {cfg['poison_fraction']}; SAP: "
+        f"{_sap_summary(cfg)}. Rates in %, "
         "[Wilson 95 % CI]. Wall time = job create → terminal status on this machine, including "
         "the service's base-model evaluation unless marked *base cached*.",
         "",
@@ -715,6 +745,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=defaults.sap_probe_fraction,
         help="fraction of the batch for the probe gradient (1.0 = exact)",
     )
+    p.add_argument("--sap-rho", type=float, default=defaults.sap_rho, help="perturbation size")
+    p.add_argument(
+        "--sap-probe-rule",
+        choices=("sgd", "sign", "adam_persistent"),
+        default=defaults.sap_probe_rule,
+        help="ascent rule for the probe (adam_persistent = the reference code's)",
+    )
+    p.add_argument("--sap-probe-step-size", type=float, default=defaults.sap_probe_step_size)
     p.add_argument("--full", action="store_true", help="the issue's grid: 4x4, 200 prompts")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "experiment")
@@ -758,6 +796,9 @@ def config_from_args(
         seed=args.seed,
         sap_refresh_every=args.sap_refresh_every,
         sap_probe_fraction=args.sap_probe_fraction,
+        sap_rho=args.sap_rho,
+        sap_probe_rule=args.sap_probe_rule,
+        sap_probe_step_size=args.sap_probe_step_size,
     )
     return cfg, datasets, settings
 

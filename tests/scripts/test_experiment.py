@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sap_core.config import SapConfig
 from scripts.experiment import (
     TABLE_END,
     TABLE_START,
     ExperimentConfig,
     config_from_args,
+    experiment_policy,
     job_body,
     parse_args,
     render_table,
@@ -48,6 +50,21 @@ def test_full_flag_gives_the_issue_grid_and_fingerprints_differ() -> None:
     assert len(quick_settings) == 2
     assert quick.fingerprint() != full.fingerprint()
     assert quick.fingerprint() == ExperimentConfig().fingerprint()
+
+
+def test_sap_knobs_reach_the_policy_and_keep_old_run_ids() -> None:
+    # The run quoted in docs/results.md was made before the SAP knobs existed: at their
+    # defaults they must not change its id, so its cached cells are still found.
+    reference = ["--rows", "24", "--harmful", "200", "--benign", "40", "--contrast-ratio", "0.5"]
+    old, _, _ = config_from_args(parse_args(reference))
+    assert old.fingerprint() == "0cd0098d2025"
+    adam, _, _ = config_from_args(parse_args([*reference, "--sap-probe-rule", "adam_persistent"]))
+    assert adam.fingerprint() != old.fingerprint()
+    defaults = experiment_policy(adam)["sap"]["defaults"]
+    assert defaults["probe_step_rule"] == "adam_persistent"
+    assert defaults["rho"] == 2e-5
+    # The policy block is what the worker passes to SapConfig: it must be accepted as is.
+    assert SapConfig(**defaults).probe_step_rule == "adam_persistent"
 
 
 def test_markdown_is_replaced_between_markers_only(tmp_path: Path) -> None:
