@@ -803,6 +803,10 @@ def config_from_args(
     return cfg, datasets, settings
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     cfg, dataset_names, setting_names = config_from_args(args)
@@ -846,6 +850,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         service_cm = remote_service(args.api_base, args.api_key)
     else:
         service_cm = own_service(cfg, args.work_dir / "service")
+    # `kill` / `timeout` send SIGTERM, whose default action skips every `finally`: turn it into
+    # SystemExit so the running job is cancelled and our own `keel serve` is stopped, as on Ctrl-C.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with service_cm as service:
         uploaded: dict[str, tuple[str, str]] = {}
         for index, (name, setting) in enumerate(todo, start=1):
