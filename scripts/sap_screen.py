@@ -1,0 +1,351 @@
+"""Screen SAP settings on a real model before spending a service run on them.
+
+SAP only equalled plain fine-tuning in every cell of docs/results.md. This asks why, in minutes and
+without the service: at one mid-training LoRA state (``--warmup`` plain-SFT steps on the
+experiment's benign word problems, the same training settings as its jobs) and one useful batch,
+it computes SAP's weight gradient for each (rho, probe rule, beta) and compares it with the SFT
+gradient on the same batch:
+
+- ``probe``: ||V*|| over the probe layers, next to the mean residual-stream norm per token there
+  (a probe far below the activations cannot change what the model computes);
+- ``rel_diff`` = ||g_sap - g_sft|| / ||g_sft|| and ``cos`` = cos(g_sap, g_sft): how far SAP's
+  update is from SFT's;
+- ``refusal rate``: -<g, u> / ||g|| for g in (SFT, SAP), u = unit gradient of the mean NLL of
+  the base model's own greedy refusals to held-out harmful prompts (evaluation prompts after the
+  experiment's first 200, so neither trained on nor the ones the experiment scores): the
+  first-order change of that NLL per unit step along -g/||g||. Positive = the step makes the
+  model's refusals less likely. SAP can only protect if its rate is clearly below SFT's.
+
+First-order, one batch, plain gradients (the optimiser is AdamW, which rescales per coordinate):
+a screen for which settings differ from SFT at all, not a safety measurement.
+
+    .venv/bin/python scripts/sap_screen.py
+    .venv/bin/python scripts/sap_screen.py --rho 2e-5,2e-2,0.2 --rules sgd:0.05,sign:0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file: make the repo's packages importable
+    sys.path.insert(0, str(ROOT))
+
+from dataformats import Conversation, Message, parse_row  # noqa: E402
+from sap_core import objectives  # noqa: E402
+from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig  # noqa: E402
+from sap_core.data import (  # noqa: E402
+    EncodedPair,
+    encode_conversation,
+    encode_triple,
+    tokenize_dataset,
+)
+from sap_core.errors import ConfigError  # noqa: E402
+from sap_core.probe import find_decoder_layers  # noqa: E402
+from sap_core.trainer import Batch, SafetyAwareTrainer, TokenSequence, pad_batch  # noqa: E402
+from scripts.experiment_data import benign_chat_row, word_problems  # noqa: E402
+
+MAX_SAFETY_TRIPLES = 256  # the worker's cap (worker/pipeline.py)
+EXPERIMENT_EVAL_PROMPTS = 200  # docs/results.md scores the first 200 (seed 7): stay clear of them
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+STATELESS_RULES = ("sgd", "sign")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One SAP configuration to screen."""
+
+    rho: float
+    rule: str
+    step_size: float
+
+    @property
+    def label(self) -> str:
+        return f"ρ={self.rho:g}, {self.rule} β={self.step_size:g}"
+
+
+@dataclass(frozen=True)
+class ScreenRow:
+    """What one setting does to the update on the screened batch."""
+
+    setting: Setting
+    probe_norm: float
+    gap_norm: float
+    rel_diff: float
+    cosine: float
+    safety_rate_sap: float
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The whole screen: the reference figures and one row per setting."""
+
+    hidden_norm: float
+    theta_norm: float
+    safety_rate_sft: float
+    rows: list[ScreenRow]
+
+
+def parse_floats(text: str) -> list[float]:
+    values = [float(v) for v in text.split(",") if v.strip()]
+    if not values or any(not (v >= 0 and math.isfinite(v)) for v in values):
+        raise ConfigError(f"expected a comma list of finite numbers >= 0, got {text!r}")
+    return values
+
+
+def parse_rules(text: str) -> list[tuple[str, float]]:
+    """'sgd:0.05,sign:0.05' -> [("sgd", 0.05), ("sign", 0.05)]."""
+    out = []
+    for item in text.split(","):
+        rule, _, step = item.strip().partition(":")
+        if rule not in STATELESS_RULES or not step:
+            raise ConfigError(
+                f"rule {item!r}: expected RULE:BETA with RULE in {STATELESS_RULES} "
+                "(adam_persistent is stateful: measure it in a training run)"
+            )
+        out.append((rule, parse_floats(step)[0]))
+    return out
+
+
+def _grads(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
+
+
+def sft_gradient(trainer: SafetyAwareTrainer, batch: Batch) -> list[torch.Tensor]:
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer._task_loss(batch).backward()
+    return _grads(trainer.lora_params)
+
+
+def sap_gradient(
+    trainer: SafetyAwareTrainer, batch: Batch, setting: Setting, g_hat: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], float, float]:
+    """(SAP weight gradient, ||V*||, ||gap||) for one micro-step, exactly as training takes it."""
+    sap = dataclasses.replace(
+        trainer.config.sap,
+        rho=setting.rho,
+        probe_step_rule=setting.rule,  # type: ignore[arg-type]
+        probe_step_size=setting.step_size,
+    )
+    trainer.config = dataclasses.replace(trainer.config, sap=sap)
+    theta_norm = float(objectives.global_norm(trainer.lora_params))
+    eps = objectives.perturbation(g_hat, theta_norm, sap.rho, sap.relative_rho)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer._accum = 1
+    _, v_star = trainer._exact_micro_step(batch, eps)
+    return (
+        _grads(trainer.lora_params),
+        float(objectives.global_norm(v_star)),
+        trainer._last_gap_norm,
+    )
+
+
+def refusal_unit_gradient(
+    trainer: SafetyAwareTrainer, refusals: Sequence[TokenSequence], chunk: int = 8
+) -> list[torch.Tensor]:
+    """Unit gradient of the mean NLL of `refusals` (logits are [rows, T, V]: chunked)."""
+    total = [torch.zeros_like(p) for p in trainer.lora_params]
+    for start in range(0, len(refusals), chunk):
+        part = refusals[start : start + chunk]
+        batch = pad_batch(part, trainer.pad_id, trainer.config.max_length).to(trainer.device)
+        loss = trainer._task_loss(batch)
+        grads = torch.autograd.grad(loss, trainer.lora_params, allow_unused=True)
+        for acc, g in zip(total, grads, strict=True):
+            if g is not None:
+                acc.add_(g.detach(), alpha=len(part) / len(refusals))
+    unit, _ = objectives.unit_direction(total)
+    return unit
+
+
+def residual_norm(trainer: SafetyAwareTrainer, batch: Batch) -> float:
+    """Mean per-token L2 norm of the residual stream at the probe layers (real tokens only)."""
+    assert trainer.model is not None
+    assert trainer.probe is not None
+    layers = find_decoder_layers(trainer.model)
+    norms: list[float] = []
+    mask = batch.attention_mask.bool()
+
+    def hook(_module: torch.nn.Module, _args: object, output: object) -> None:
+        hidden = output[0] if isinstance(output, tuple) else output
+        assert isinstance(hidden, torch.Tensor)
+        norms.append(float(hidden.norm(dim=-1)[mask].mean()))
+
+    handles = [layers[i].register_forward_hook(hook) for i in trainer.probe.layer_ids]
+    try:
+        with torch.no_grad():
+            trainer._logits(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(norms) / len(norms)
+
+
+def _rate(g: Sequence[torch.Tensor], unit: Sequence[torch.Tensor]) -> float:
+    """-<g, u> / ||g||: first-order change of the refusal NLL per unit step along -g/||g||."""
+    return -objectives.inner_product(g, unit) / float(objectives.global_norm(g))
+
+
+def run_screen(
+    trainer: SafetyAwareTrainer,
+    settings: Sequence[Setting],
+    *,
+    warmup: int,
+    refusals: Sequence[TokenSequence],
+) -> Screen:
+    """Train `warmup` plain steps, then screen every setting on the next useful batch."""
+    trainer.config = dataclasses.replace(
+        trainer.config, sap=dataclasses.replace(trainer.config.sap, enabled=False)
+    )
+    for step in range(warmup):
+        trainer.train_step(trainer.micro_batches_for_step(step))
+    batch = trainer.micro_batches_for_step(warmup)[0].to(trainer.device)
+    unit = refusal_unit_gradient(trainer, refusals)
+    g_sft = sft_gradient(trainer, batch)
+    trainer._safety_batches_used = 0
+    g_hat, _, _ = trainer._safety_direction()  # the same direction for every setting
+    rows = []
+    for setting in settings:
+        g_sap, probe_norm, gap_norm = sap_gradient(trainer, batch, setting, g_hat)
+        diff = [a - b for a, b in zip(g_sap, g_sft, strict=True)]
+        rows.append(
+            ScreenRow(
+                setting=setting,
+                probe_norm=probe_norm,
+                gap_norm=gap_norm,
+                rel_diff=float(objectives.global_norm(diff) / objectives.global_norm(g_sft)),
+                cosine=objectives.cosine_similarity(g_sap, g_sft),
+                safety_rate_sap=_rate(g_sap, unit),
+            )
+        )
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return Screen(
+        hidden_norm=residual_norm(trainer, batch),
+        theta_norm=float(objectives.global_norm(trainer.lora_params)),
+        safety_rate_sft=_rate(g_sft, unit),
+        rows=rows,
+    )
+
+
+def render(screen: Screen, *, model: str, warmup: int, held_out: int) -> str:
+    lines = [
+        f"SAP screen — model `{model}`, after {warmup} plain-SFT steps on the benign word "
+        f"problems; ||θ_LoRA|| {screen.theta_norm:.3g}; residual norm per token at the probe "
+        f"layers {screen.hidden_norm:.3g}; refusal rate = first-order change of the NLL of the "
+        f"base model's own refusals to {held_out} held-out harmful prompts per unit step "
+        f"(SFT: {screen.safety_rate_sft:+.4g}).",
+        "",
+        "| setting | probe norm | probe / residual | gap norm | rel. diff from SFT | cos with SFT "
+        "| refusal rate SAP | SAP − SFT |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in screen.rows:
+        lines.append(
+            f"| {r.setting.label} | {r.probe_norm:.3g} | {r.probe_norm / screen.hidden_norm:.2g} "
+            f"| {r.gap_norm:.3g} | {r.rel_diff:.3g} | {r.cosine:.6f} | {r.safety_rate_sap:+.4g} "
+            f"| {r.safety_rate_sap - screen.safety_rate_sft:+.3g} |"
+        )
+    return "\n".join(lines)
+
+
+def _examples(tokenizer: Any, rows: int, seed: int, max_length: int) -> list[TokenSequence]:
+    conversations = [parse_row(benign_chat_row(p))[1] for p in word_problems(rows, seed)]
+    examples, _ = tokenize_dataset(tokenizer, conversations, max_length)
+    return list(examples)
+
+
+def _pairs(tokenizer: Any, model: str, max_length: int) -> list[EncodedPair]:
+    from sap_core.evaluation.judges import is_refusal
+    from sap_core.safety.corpus import build_corpus
+
+    corpus = build_corpus(model, ROOT / "var" / "safety-corpus" / model, is_refusal=is_refusal)
+    pairs = []
+    for triple in corpus.triples:
+        encoded = encode_triple(
+            tokenizer, [Message("user", triple.prompt)], triple.safe, triple.harmful, max_length
+        )
+        if encoded is not None:
+            pairs.append(encoded)
+    return pairs
+
+
+def _own_refusals(model: Any, tokenizer: Any, count: int, max_length: int) -> list[TokenSequence]:
+    """The base model's greedy refusals to held-out prompts, encoded as training sequences."""
+    from sap_core.evaluation.generation import generate_replies
+    from sap_core.evaluation.judges import is_refusal
+    from sap_core.safety.corpus import load_eval_prompts
+
+    prompts = load_eval_prompts(seed=7)[EXPERIMENT_EVAL_PROMPTS : EXPERIMENT_EVAL_PROMPTS + count]
+    texts = [p.text for p in prompts]
+    replies = generate_replies(model, tokenizer, texts, max_new_tokens=40, batch_size=8)
+    out: list[TokenSequence] = []
+    for prompt, reply in zip(texts, replies, strict=True):
+        if reply.strip() and is_refusal(reply):
+            conversation = Conversation(
+                messages=(Message("user", prompt), Message("assistant", reply.strip()))
+            )
+            encoded = encode_conversation(tokenizer, conversation, max_length)
+            if encoded is not None:
+                out.append(encoded)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    p.add_argument("--rho", default="2e-5,2e-3,2e-2,0.2")
+    p.add_argument("--rules", default="sgd:0.05,sign:0.05")
+    p.add_argument("--warmup", type=int, default=8, help="plain-SFT steps before the screen")
+    p.add_argument("--rows", type=int, default=24)
+    p.add_argument("--held-out", type=int, default=48, help="held-out prompts for u")
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    settings = [
+        Setting(rho, rule, step)
+        for rule, step in parse_rules(args.rules)
+        for rho in parse_floats(args.rho)
+    ]
+
+    from sap_core.models.loading import load_model_and_tokenizer
+    from sap_core.models.registry import resolve_model
+
+    started = time.monotonic()
+    model, tokenizer = load_model_and_tokenizer(resolve_model(args.model, ROOT / "var" / "models"))
+    max_length, safety_length = 256, 128  # the experiment's jobs; the worker's safety cap
+    pairs = _pairs(tokenizer, args.model, safety_length)
+    refusals = _own_refusals(model, tokenizer, args.held_out, max_length)
+    if not refusals:
+        raise ConfigError(f"the base model refused none of {args.held_out} held-out prompts")
+    config = TrainConfig(
+        lora=LoraConfig(r=8, alpha=16, target_modules=ALL_LINEAR),
+        optim=OptimConfig(lr=1e-3),
+        sap=SapConfig(direction_refresh_every=4, probe_batch_fraction=0.5),
+        batch_size=4,
+        max_length=max_length,
+        epochs=5,
+        seed=args.seed,
+    )
+    trainer = SafetyAwareTrainer(
+        config,
+        _examples(tokenizer, args.rows, args.seed, max_length),
+        pairs[:MAX_SAFETY_TRIPLES],
+        model=model,
+        tokenizer=tokenizer,
+    )
+    trainer.setup()
+    screen = run_screen(trainer, settings, warmup=args.warmup, refusals=refusals)
+    print(render(screen, model=args.model, warmup=args.warmup, held_out=len(refusals)))
+    print(f"\n({time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
