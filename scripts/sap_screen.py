@@ -44,18 +44,12 @@ if str(ROOT) not in sys.path:  # run as a file: make the repo's packages importa
 from dataformats import Conversation, Message, parse_row  # noqa: E402
 from sap_core import objectives  # noqa: E402
 from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig  # noqa: E402
-from sap_core.data import (  # noqa: E402
-    EncodedPair,
-    encode_conversation,
-    encode_triple,
-    tokenize_dataset,
-)
+from sap_core.data import encode_conversation, tokenize_dataset  # noqa: E402
 from sap_core.errors import ConfigError  # noqa: E402
 from sap_core.probe import find_decoder_layers  # noqa: E402
 from sap_core.trainer import Batch, SafetyAwareTrainer, TokenSequence, pad_batch  # noqa: E402
 from scripts.experiment_data import benign_chat_row, word_problems  # noqa: E402
 
-MAX_SAFETY_TRIPLES = 256  # the worker's cap (worker/pipeline.py)
 EXPERIMENT_EVAL_PROMPTS = 200  # docs/results.md scores the first 200 (seed 7): stay clear of them
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 STATELESS_RULES = ("sgd", "sign")
@@ -263,19 +257,14 @@ def _examples(tokenizer: Any, rows: int, seed: int, max_length: int) -> list[Tok
     return list(examples)
 
 
-def _pairs(tokenizer: Any, model: str, max_length: int) -> list[EncodedPair]:
+def _pairs(tokenizer: Any, model: str, max_length: int) -> list[Any]:
+    """SAP's safety pairs exactly as the worker builds them (template refusals, its caps)."""
     from sap_core.evaluation.judges import is_refusal
     from sap_core.safety.corpus import build_corpus
+    from worker.pipeline import safety_pairs
 
     corpus = build_corpus(model, ROOT / "var" / "safety-corpus" / model, is_refusal=is_refusal)
-    pairs = []
-    for triple in corpus.triples:
-        encoded = encode_triple(
-            tokenizer, [Message("user", triple.prompt)], triple.safe, triple.harmful, max_length
-        )
-        if encoded is not None:
-            pairs.append(encoded)
-    return pairs
+    return safety_pairs(corpus, tokenizer, max_length)
 
 
 def _own_refusals(model: Any, tokenizer: Any, count: int, max_length: int) -> list[TokenSequence]:
@@ -320,8 +309,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     started = time.monotonic()
     model, tokenizer = load_model_and_tokenizer(resolve_model(args.model, ROOT / "var" / "models"))
-    max_length, safety_length = 256, 128  # the experiment's jobs; the worker's safety cap
-    pairs = _pairs(tokenizer, args.model, safety_length)
+    max_length = 256  # the experiment's jobs
+    pairs = _pairs(tokenizer, args.model, max_length)
     refusals = _own_refusals(model, tokenizer, args.held_out, max_length)
     if not refusals:
         raise ConfigError(f"the base model refused none of {args.held_out} held-out prompts")
@@ -337,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     trainer = SafetyAwareTrainer(
         config,
         _examples(tokenizer, args.rows, args.seed, max_length),
-        pairs[:MAX_SAFETY_TRIPLES],
+        pairs,
         model=model,
         tokenizer=tokenizer,
     )

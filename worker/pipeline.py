@@ -88,7 +88,10 @@ def _load_or_build_corpus(
     return build_corpus(model_name, out_dir, generate_refusals=generate, is_refusal=is_refusal)
 
 
-def _triples(corpus: SafetyCorpus, tokenizer: Any, max_length: int) -> list[Any]:
+def safety_pairs(corpus: SafetyCorpus, tokenizer: Any, max_length: int) -> list[Any]:
+    """SAP's safety triples as the worker trains on them: at most MAX_SAFETY_TRIPLES, each cut
+    at min(max_length, MAX_SAFETY_TOKENS) tokens."""
+    max_length = min(max_length, MAX_SAFETY_TOKENS)
     pairs = []
     for triple in corpus.triples[:MAX_SAFETY_TRIPLES]:
         encoded = encode_triple(
@@ -185,7 +188,7 @@ def run_pipeline(
             raise DataFormatError("no example fits max_length once tokenised")
         if skipped:
             say(f"Skipped {skipped} examples whose prompt fills max_length", level="warn")
-        safety_pairs = _triples(corpus, tokenizer, min(plan.train.max_length, MAX_SAFETY_TOKENS))
+        pairs = safety_pairs(corpus, tokenizer, plan.train.max_length)
         # The plan's step count follows the mixed data size.
         plan = plan_factory(len(examples), model_dir)
         eval_examples = None
@@ -203,7 +206,7 @@ def run_pipeline(
         trainer = SafetyAwareTrainer(
             plan.train,
             examples,
-            safety_pairs,
+            pairs,
             callback,
             eval_examples=eval_examples,
             model=model,
