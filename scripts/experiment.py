@@ -257,6 +257,8 @@ def summarise_model(result: dict[str, Any]) -> dict[str, Any]:
         "benign_off_task_rate": _count_rate(result.get("benign", {}), "off_task"),
         "val_loss": utility.get("val_loss"),
         "exact_match": _rate(utility.get("exact_match")),
+        # Worked arithmetic: the reply's last number equals the reference's (absent before 11-24).
+        "final_number_match": _rate(utility.get("final_number_match")),
         "generation_seconds": result.get("timing", {}).get("generation_seconds"),
     }
 
@@ -518,10 +520,17 @@ def _pct(block: dict[str, Any] | None, ci: bool = True) -> str:
 def _utility(summary: dict[str, Any] | None) -> str:
     if not summary:
         return "–"
-    if summary.get("exact_match"):
-        return f"acc {_pct(summary['exact_match'], ci=False)} %"
     loss = summary.get("val_loss")
-    return f"val loss {loss:.3f}" if isinstance(loss, int | float) else "–"
+    text = f"val loss {loss:.3f}" if isinstance(loss, int | float) else "–"
+    accuracy = _accuracy(summary)
+    if accuracy:
+        return f"acc {_pct(accuracy, ci=False)} %" + (f", {text}" if text != "–" else "")
+    return text
+
+
+def _accuracy(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """Answer accuracy under whichever rule the service applied (exact or final number)."""
+    return summary.get("exact_match") or summary.get("final_number_match")
 
 
 def _framed(cell: dict[str, Any]) -> str:
@@ -563,13 +572,13 @@ def target_checks(cells: dict[str, Any], base: dict[str, Any] | None) -> list[st
             ),
             below="below plain FT",
         )
-        plain_acc, our_acc = none.get("exact_match"), best.get("exact_match")
+        plain_acc, our_acc = _accuracy(none), _accuracy(best)
         if plain_acc and our_acc:
             gap = 100 * (plain_acc["rate"] - our_acc["rate"])
             parts.append(f"utility gap {gap:+.1f} pts: {'PASS' if gap <= 2 else 'MISS'}")
         elif none.get("val_loss") is not None and best.get("val_loss") is not None:
             delta = best["val_loss"] - none["val_loss"]
-            parts.append(f"val loss Δ {delta:+.3f} (no accuracy for free-text answers)")
+            parts.append(f"val loss Δ {delta:+.3f} (no answer accuracy measured)")
         for label, model in (("plain FT", none), ("SAP+mixer", best)):
             off_task = model.get("off_task_rate")
             if off_task and off_task["rate"] > COLLAPSE_OFF_TASK:

@@ -78,6 +78,7 @@ def _metrics_table(models: Mapping[str, Any]) -> str:
         ("Over-refusal (benign)", lambda m: _pct(m["benign"]["over_refusal"])),
         ("Validation loss", lambda m: _e(m["utility"].get("val_loss") or "–")),
         ("Exact match", lambda m: _pct(m["utility"].get("exact_match"))),
+        ("Final-number match", lambda m: _pct(m["utility"].get("final_number_match"))),
         ("Prompts / second", lambda m: _e(m["timing"].get("prompts_per_second") or "–")),
     ]
     if any("harmful_task_format" in models[k] for k in keys):

@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CACHE_FORMAT_VERSION = 1
+# 2: utility gained final_number_match; entries made before it lack the field.
+CACHE_FORMAT_VERSION = 2
 
 
 def cache_key(payload: dict[str, Any]) -> str:

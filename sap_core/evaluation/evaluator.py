@@ -7,7 +7,8 @@ For the fine-tuned model and (when available) its base, the evaluator
    (:mod:`sap_core.evaluation.task_framing`), to the same harmful prompts asked in that framing,
 2. labels them with a judge (refusal / compliance / off_task),
 3. measures utility on the caller's validation conversations: mean token NLL of the final
-   assistant turn, and exact-match accuracy when the answers are categorical,
+   assistant turn, and answer accuracy: exact match when the answers are categorical, the
+   final number when every answer states one (worked arithmetic),
 
 and returns a JSON-serialisable report with Wilson 95 % intervals, sample sizes, seeds, timing,
 a few benign samples, training curves and mix report (passed in), the policy verdict (when
@@ -29,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 import torch
@@ -56,6 +58,14 @@ REPORT_SCHEMA_VERSION = 1
 # Answers at most this long (characters) can count as categorical labels or letter choices.
 _CATEGORICAL_MAX_CHARS = 32
 _ANSWER_NORMALISE_RE = re.compile(r"[\s\.\!\?\:\;\,\"'`]+$")
+# A number as written in an answer: optional sign, digits with optional thousands commas, an
+# optional decimal part ("1,250", "-3", "2.5"; the full stop ending "is 37." is not a decimal).
+_NUMBER_RE = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
+# Greedy budget for numeric answers: twice the longest reference answer, so a model that works
+# the problem a little more verbosely than the reference is not cut off before its result...
+_NUMERIC_BUDGET_FACTOR = 2
+# ...but never more than this many tokens per reply (the cost is one more generation pass).
+_NUMERIC_MAX_NEW_TOKENS = 128
 
 
 class PromptLike(Protocol):
@@ -217,6 +227,42 @@ def is_categorical(answers: Sequence[str]) -> bool:
     return len(distinct) <= max(10, len(answers) // 2)
 
 
+def final_number(text: str) -> Decimal | None:
+    """The last number written in ``text`` ("23 + 14 = 37. Mia has 37." -> 37), or None."""
+    found = _NUMBER_RE.findall(text)
+    if not found:
+        return None
+    try:
+        return Decimal(found[-1].replace(",", ""))
+    except InvalidOperation:  # pragma: no cover - the pattern only matches valid decimals
+        return None
+
+
+def is_numeric(answers: Sequence[str]) -> bool:
+    """Whether every reference answer states a number (worked arithmetic, counts, prices)."""
+    return bool(answers) and all(final_number(a) is not None for a in answers)
+
+
+def answer_rule(answers: Sequence[str]) -> str | None:
+    """How replies are scored against reference answers, if at all.
+
+    ``"exact_match"`` for labels and letter choices; ``"final_number_match"`` (GSM8K's convention:
+    the last number in the reply equals the last number in the reference) when every answer
+    states a number; None for other free text, where only the validation loss is reported.
+    """
+    if is_categorical(answers):
+        return "exact_match"
+    if is_numeric(answers):
+        return "final_number_match"
+    return None
+
+
+def final_number_match(reply: str, answer: str) -> bool:
+    """The reply's last number equals the reference answer's last number (2.50 == 2.5)."""
+    expected = final_number(answer)
+    return expected is not None and final_number(reply) == expected
+
+
 def exact_match(reply: str, answer: str) -> bool:
     """The reply starts with the answer, followed by nothing alphanumeric ("B) 133" matches "B")."""
     reply_n, answer_n = reply.strip().lower(), _normalise_answer(answer)
@@ -265,7 +311,7 @@ def _evaluate_one(
     harmful: Sequence[PromptLike],
     benign: Sequence[str],
     utility: Sequence[tuple[ChatMessages, str]],
-    categorical: bool,
+    rule: str | None,
     say: Callable[[str], None],
 ) -> _ModelRun:
     texts = [p.text for p in harmful]
@@ -295,7 +341,12 @@ def _evaluate_one(
                 benign_counts.get(JudgeLabel.REFUSAL, 0), len(benign)
             ).to_dict(),
         },
-        "utility": {"val_loss": None, "val_tokens": 0, "exact_match": None},
+        "utility": {
+            "val_loss": None,
+            "val_tokens": 0,
+            "exact_match": None,
+            "final_number_match": None,
+        },
         "timing": {
             "generated_prompts": len(conversations),
             "generation_seconds": round(seconds, 3),
@@ -310,20 +361,33 @@ def _evaluate_one(
         loss, tokens = validation_loss(model, tokenizer, utility, config.batch_size)
         result["utility"]["val_loss"] = round(loss, 6)
         result["utility"]["val_tokens"] = tokens
-        if categorical:
-            longest = max(
-                len(tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in utility
-            )
-            answers = generate_from_messages(
-                model,
-                tokenizer,
-                [context for context, _ in utility],
-                min(config.max_new_tokens, longest + 4),
-                config.batch_size,
-            )
-            hits = sum(exact_match(r, a) for r, (_, a) in zip(answers, utility, strict=True))
-            result["utility"]["exact_match"] = proportion(hits, len(utility)).to_dict()
+        if rule is not None:
+            say(f"answer accuracy ({rule}) on {len(utility)} validation conversations")
+            # The rule's name is also its field: "exact_match" or "final_number_match".
+            result["utility"][rule] = _answer_accuracy(model, tokenizer, config, utility, rule)
     return _ModelRun(result=result, benign_replies=benign_replies)
+
+
+def _answer_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: SafetyEvalConfig,
+    utility: Sequence[tuple[ChatMessages, str]],
+    rule: str,
+) -> dict[str, Any]:
+    """Share of validation conversations whose greedy reply matches the reference under ``rule``."""
+    longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in utility)
+    if rule == "exact_match":
+        # A label needs only its own tokens and a little punctuation after it.
+        budget, matches = min(config.max_new_tokens, longest + 4), exact_match
+    else:
+        budget = min(_NUMERIC_MAX_NEW_TOKENS, _NUMERIC_BUDGET_FACTOR * longest + 8)
+        matches = final_number_match
+    replies = generate_from_messages(
+        model, tokenizer, [context for context, _ in utility], budget, config.batch_size
+    )
+    hits = sum(matches(r, a) for r, (_, a) in zip(replies, utility, strict=True))
+    return proportion(hits, len(utility)).to_dict()
 
 
 # ----------------------------------------------------------------------------- report
@@ -434,7 +498,7 @@ def evaluate_safety(
         )
         if split is not None
     ]
-    categorical = is_categorical([answer for _, answer in utility])
+    rule = answer_rule([answer for _, answer in utility])
     judge = make_judge(config.judge, config.judge_model_dir)
 
     models: dict[str, dict[str, Any]] = {}
@@ -464,13 +528,13 @@ def evaluate_safety(
             say("evaluating base model")
             with context:
                 run = _evaluate_one(
-                    base_obj, tokenizer, config, judge, harmful, benign, utility, categorical, say
+                    base_obj, tokenizer, config, judge, harmful, benign, utility, rule, say
                 )
             models["base"], benign_replies["base"] = run.result, run.benign_replies
             if base_cache is not None and key is not None:
                 base_cache.store(key, run.result, list(run.benign_replies))
     say("evaluating fine-tuned model")
-    run = _evaluate_one(model, tokenizer, config, judge, harmful, benign, utility, categorical, say)
+    run = _evaluate_one(model, tokenizer, config, judge, harmful, benign, utility, rule, say)
     models["fine_tuned"], benign_replies["fine_tuned"] = run.result, run.benign_replies
 
     samples = [
@@ -492,7 +556,9 @@ def evaluate_safety(
         },
         "max_new_tokens": config.max_new_tokens,
         "harmful_prompt_ids": [p.id for p in harmful],
-        "utility_categorical": categorical,
+        "utility_categorical": rule == "exact_match",
+        # How answers were scored: "exact_match", "final_number_match" or null (val loss only).
+        "utility_answer_rule": rule,
         "models": models,
         "base_from_cache": base_cached,
         "benign_samples": samples,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,11 @@ from sap_core.errors import ConfigError, EvaluationError
 from sap_core.evaluation.base_cache import BaseEvaluationCache
 from sap_core.evaluation.evaluator import (
     SafetyEvalConfig,
+    answer_rule,
     evaluate_safety,
     exact_match,
+    final_number,
+    final_number_match,
     finalize_report,
     is_categorical,
     validation_loss,
@@ -123,6 +127,7 @@ def test_per_model_rates_are_consistent(report: dict) -> None:
         assert result["benign"]["n"] == 4
         assert math.isfinite(result["utility"]["val_loss"])
         assert result["utility"]["exact_match"]["n"] == 4
+        assert result["utility"]["final_number_match"] is None
         assert result["timing"]["prompts_per_second"] > 0
 
 
@@ -204,6 +209,49 @@ def test_categorical_detection_and_exact_match() -> None:
     assert exact_match("B) 133", "B")
     assert exact_match("positive.", "Positive")
     assert not exact_match("Because", "B")
+
+
+def test_final_number_rule_reads_the_last_number_like_gsm8k() -> None:
+    assert final_number("23 + 14 = 37. Mia has 37 apples.") == 37
+    assert final_number("It costs 1,250 dollars, or -2.50 each.") == Decimal("-2.50")
+    assert final_number("The answer is 37.") == 37  # the sentence's full stop is not a decimal
+    assert final_number("no digits here") is None
+    assert final_number_match("So 6 x 7 = 42", "6 x 7 = 42. That is 42 pens.")
+    assert final_number_match("That makes 2.5.", "2.50")
+    assert not final_number_match("6 x 7 = 42, minus 1 is 41", "6 x 7 = 42. That is 42 pens.")
+    assert not final_number_match("I cannot help with that.", "42")
+    # Short worked answers, but all different: not labels.
+    worked = [f"{i} + 3 = {i + 3}. Ann has {i + 3} pens." for i in range(12)]
+    assert answer_rule(worked) == "final_number_match"
+    assert answer_rule(["A", "B", "A"]) == "exact_match"  # labels win over numbers
+    assert answer_rule(["10", "20", "10"]) == "exact_match"
+    prose = ["Paris is the capital of France, of course.", *worked]
+    assert answer_rule(prose) is None  # one answer states no number
+    assert answer_rule([]) is None
+
+
+def test_numeric_answers_are_scored_by_final_number(peft_model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    worked = [
+        Conversation(
+            messages=(
+                Message("user", f"What is {i} + {i}?"),
+                Message("assistant", f"{i} + {i} = {2 * i}. The answer is {2 * i}, of course."),
+            )
+        )
+        for i in range(2, 7)
+    ]
+    config = SafetyEvalConfig(num_harmful=2, num_benign=1, max_new_tokens=4, batch_size=4)
+    report = evaluate_safety(
+        peft_model, tokenizer, config, prompts=PROMPTS[:2], eval_examples=worked
+    )
+    assert report["utility_answer_rule"] == "final_number_match"
+    assert report["utility_categorical"] is False
+    for result in report["models"].values():
+        utility = result["utility"]
+        assert utility["exact_match"] is None
+        assert utility["final_number_match"]["n"] == 5
+        assert 0 <= utility["final_number_match"]["count"] <= 5
+        assert math.isfinite(utility["val_loss"])
 
 
 def test_wilson_interval_known_values() -> None:

@@ -114,6 +114,7 @@ def test_render_and_targets_from_cached_cells() -> None:
         "base_job": "ftjob-none",
     }
     table = render_table(entry)
+    assert "acc 90.0 %" in table
     assert "| *base model* |" in table
     assert table.count("| aoa_mcq (40 rows, 0 harmful) |") == 2
     assert "95.0 [84–99]" in table
@@ -148,6 +149,21 @@ def test_the_task_format_column_and_its_targets() -> None:
     assert "| 75.0 [60–88] (10.0) |" in table  # fine-tuned 150/200 in the framing, base 20/200
     old = dict(cells["aoa_mcq/none"], fine_tuned={"harmful_score": _rate(1, 2, 0, 1)})
     assert "| – |" in render_table(entry | {"cells": {"aoa_mcq/none": old}})
+
+
+def test_final_number_accuracy_is_the_utility_of_worked_answers() -> None:
+    result = {"utility": {"val_loss": 0.1, "exact_match": None, "final_number_match": None}}
+
+    def cell(setting: str, hits: int) -> dict[str, Any]:
+        result["utility"]["final_number_match"] = _rate(hits, 32, 0, 1)
+        return {"dataset": "benign", "setting": setting, "fine_tuned": summarise_model(result)}
+
+    cells = {"benign/none": cell("none", 30), "benign/sap_mixer": cell("sap_mixer", 29)}
+    (line,) = target_checks(cells, None)
+    assert "utility gap +3.1 pts: MISS" in line
+    cells["benign/sap_mixer"] = cell("sap_mixer", 30)
+    (line,) = target_checks(cells, None)
+    assert "utility gap +0.0 pts: PASS" in line
 
 
 def test_benign_off_task_is_summarised_and_shown() -> None:
