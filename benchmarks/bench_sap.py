@@ -163,12 +163,11 @@ def update_cosines(trainer: SafetyAwareTrainer, batch: Batch) -> tuple[float, fl
     exact_cfg = dataclasses.replace(
         approx_cfg, direction_refresh_every=1, probe_batch_fraction=1.0, lagged_probe=False
     )
-    trainer._accum = 1
     trainer.optimizer.zero_grad(set_to_none=True)
     theta_norm = float(obj.global_norm(trainer.lora_params))
     saved_lag = trainer._lagged_v
     assert trainer._g_hat is not None
-    fresh_g_hat, _, _ = trainer._safety_direction()
+    fresh_g_hat, _, _ = trainer._next_safety_direction()
     fresh_eps = obj.perturbation(fresh_g_hat, theta_norm, approx_cfg.rho)
     # With refresh k > 1 the approximate step may use a direction up to k-1 steps old.
     stale = approx_cfg.direction_refresh_every > 1
@@ -176,19 +175,15 @@ def update_cosines(trainer: SafetyAwareTrainer, batch: Batch) -> tuple[float, fl
         obj.perturbation(trainer._g_hat, theta_norm, approx_cfg.rho) if stale else fresh_eps
     )
     if approx_cfg.lagged_probe:
+        trainer._accum = 1  # the lagged step has no public form: it carries V_t across batches
         trainer._lagged_micro_step(batch, approx_eps)
     else:
-        trainer._exact_micro_step(batch, approx_eps)
+        trainer._exact_micro_step(batch, approx_eps, approx_cfg, accum=1)
     g_approx = lora_grads(trainer)
     trainer._lagged_v = saved_lag
 
-    trainer.config.sap = exact_cfg
-    trainer._exact_micro_step(batch, fresh_eps)
-    g_exact = lora_grads(trainer)
-    trainer.config.sap = approx_cfg
-
-    trainer._task_loss(batch).backward()
-    g_sft = lora_grads(trainer)
+    g_exact = trainer.weight_gradient(batch, fresh_g_hat, exact_cfg).grads
+    g_sft = trainer.weight_gradient(batch).grads
     cos_full = obj.cosine_similarity(g_approx, g_exact)
     d_approx = [a - s for a, s in zip(g_approx, g_sft, strict=True)]
     d_exact = [e - s for e, s in zip(g_exact, g_sft, strict=True)]

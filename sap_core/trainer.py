@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ from torch import nn
 from sap_core import checkpoint as ckpt
 from sap_core import objectives
 from sap_core.callbacks import NullCallback, TrainingCallback
-from sap_core.config import TrainConfig
+from sap_core.config import SapConfig, TrainConfig
 from sap_core.errors import ConfigError, DataFormatError, TrainingCancelled, TrainingDivergedError
 from sap_core.probe import ResidualProbe, default_probe_layers, find_decoder_layers
 
@@ -113,6 +113,31 @@ def pad_batch(examples: Sequence[TokenSequence], pad_id: int, max_length: int) -
         attention[i, : len(ids)] = 1
         labels[i, : len(labs)] = torch.tensor(labs, dtype=torch.long)
     return Batch(input_ids, attention, labels)
+
+
+class SafetyDirection(NamedTuple):
+    """g_hat = g_s / ||g_s|| over all LoRA tensors, with ||g_s|| and L_safe where it was taken."""
+
+    unit: list[torch.Tensor]
+    grad_norm: float
+    safety_loss: float
+
+
+@dataclass(frozen=True)
+class WeightGradient:
+    """One micro-step's LoRA gradient (``weight_gradient``) and the probe that shaped it.
+
+    Attributes:
+        grads: d loss / d theta per LoRA tensor, as the optimizer would receive it.
+        probe: V* per probe layer ([hidden] each); empty for plain SFT.
+        gap_norm: ||grad_V L_su|| the probe step was taken on (0.0 for SFT).
+        task_loss: The micro-batch's task loss (at V* under SAP).
+    """
+
+    grads: list[torch.Tensor]
+    probe: list[torch.Tensor]
+    gap_norm: float
+    task_loss: float
 
 
 @dataclass
@@ -340,15 +365,24 @@ class SafetyAwareTrainer:
             )
         return out.logits  # [batch, seq, vocab]
 
-    def _task_loss(self, batch: Batch) -> torch.Tensor:
+    def task_loss(self, batch: Batch) -> torch.Tensor:
+        """Mean NLL of the response tokens of ``batch`` under the current weights (a graph)."""
         return objectives.mean_response_nll(self._logits(batch), batch.labels)
 
-    def _safety_direction(self) -> tuple[list[torch.Tensor], float, float]:
-        """(g_hat, ||g_s||, L_safe) on the next safety batch, probe off (or V_t in compat mode)."""
+    def _next_safety_direction(self) -> SafetyDirection:
+        direction = self.safety_direction(self._safety_batches_used)
+        self._safety_batches_used += 1
+        return direction
+
+    def safety_direction(self, batch_index: int) -> SafetyDirection:
+        """Unit safety gradient g_hat on safety batch ``batch_index``, probe off (V_t in compat).
+
+        The same index gives the same batch, so callers can hold the direction fixed while they
+        compare settings (``weight_gradient``).
+        """
         assert self.probe is not None
         sap = self.config.sap
-        batch = self._safety_batch(self._safety_batches_used).to(self.device)
-        self._safety_batches_used += 1
+        batch = self._safety_batch(batch_index).to(self.device)
         probe_ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if sap.reference_compat and self._lagged_v is not None:
             probe_ctx = self.probe.active(self._lagged_v)  # B5(c): the code's stale probe is on
@@ -366,16 +400,17 @@ class SafetyAwareTrainer:
             norm = float(objectives.global_norm(grads_filled))
             if not (0.0 < norm < float("inf")):
                 raise TrainingDivergedError(f"safety gradient norm is {norm}")
-            return [g.detach() / (norm + 1e-8) for g in grads_filled], norm, float(loss.detach())
+            unit = [g.detach() / (norm + 1e-8) for g in grads_filled]
+            return SafetyDirection(unit, norm, float(loss.detach()))
         g_hat, norm = objectives.unit_direction(grads_filled)
-        return g_hat, norm, float(loss.detach())
+        return SafetyDirection(g_hat, norm, float(loss.detach()))
 
     def _probe_grad(self, batch: Batch, vectors: list[torch.Tensor]) -> list[torch.Tensor]:
         """grad_V L_u(current theta, V) at V = vectors; only V's gradient is computed."""
         assert self.probe is not None
         leaves = [v.detach().clone().requires_grad_(True) for v in vectors]
         with self._fork_rng(), self.probe.active(leaves):
-            loss = self._task_loss(batch)
+            loss = self.task_loss(batch)
             grads = torch.autograd.grad(loss, leaves)
         return [g.detach() for g in grads]
 
@@ -401,9 +436,8 @@ class SafetyAwareTrainer:
                     for p, saved in zip(self.lora_params, snapshot, strict=True):
                         p.copy_(saved)
 
-    def _probe_step(self, gap: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _probe_step(self, gap: list[torch.Tensor], sap: SapConfig) -> list[torch.Tensor]:
         """V* = one ascent step on L_su from V = 0 (gap = grad_V L_su)."""
-        sap = self.config.sap
         if sap.probe_step_rule != "adam_persistent":
             return [
                 objectives.probe_ascent_step(g, sap.probe_step_rule, sap.probe_step_size)
@@ -433,7 +467,7 @@ class SafetyAwareTrainer:
         eps: list[torch.Tensor] | None = None
         if sap_on:
             if self._g_hat is None or self.step % sap.direction_refresh_every == 0:
-                self._g_hat, g_norm, s_loss = self._safety_direction()
+                self._g_hat, g_norm, s_loss = self._next_safety_direction()
                 metrics["safety_grad_norm"] = g_norm
                 metrics["safety_loss"] = s_loss
             theta_norm = float(objectives.global_norm(self.lora_params))
@@ -445,9 +479,9 @@ class SafetyAwareTrainer:
             if sap_on and eps is not None and sap.lagged_probe:
                 loss, v_used = self._lagged_micro_step(batch, eps)
             elif sap_on and eps is not None:
-                loss, v_used = self._exact_micro_step(batch, eps)
+                loss, v_used = self._exact_micro_step(batch, eps, sap, self._accum)
             else:
-                loss = self._task_loss(batch)
+                loss = self.task_loss(batch)
                 (loss / self._accum).backward()
                 loss = loss.detach()
                 v_used = None
@@ -481,6 +515,43 @@ class SafetyAwareTrainer:
         g_clean = self._probe_grad(batch, zeros)
         return [a - b for a, b in zip(g_pert, g_clean, strict=True)]  # [hidden] each
 
+    def weight_gradient(
+        self, batch: Batch, g_hat: list[torch.Tensor] | None = None, sap: SapConfig | None = None
+    ) -> WeightGradient:
+        """The LoRA gradient one exact training micro-step would take on ``batch`` alone.
+
+        For analysis (``scripts/sap_screen.py``): nothing is stepped, ``.grad`` is left cleared
+        and the weights untouched. With ``g_hat`` None or SAP disabled in ``sap`` it is the plain
+        SFT gradient; otherwise the perturbation is built on ``g_hat`` (see ``safety_direction``)
+        with ``sap``'s rho and probe rule, so one direction can be held fixed across settings.
+
+        Raises:
+            ConfigError: ``adam_persistent``: its moments persist across steps, so one batch's
+                gradient depends on the run's history; measure it in a training run.
+        """
+        assert self.model is not None
+        sap = sap if sap is not None else self.config.sap
+        self.optimizer.zero_grad(set_to_none=True)
+        batch = batch.to(self.device)
+        if g_hat is None or not sap.enabled:
+            loss = self.task_loss(batch)
+            loss.backward()
+            v_star: list[torch.Tensor] = []
+            gap_norm = 0.0
+        else:
+            if sap.probe_step_rule == "adam_persistent":
+                raise ConfigError("weight_gradient needs a stateless probe rule (sgd or sign)")
+            theta_norm = float(objectives.global_norm(self.lora_params))
+            eps = objectives.perturbation(g_hat, theta_norm, sap.rho, sap.relative_rho)
+            loss, v_star = self._exact_micro_step(batch, eps, sap, accum=1)
+            gap_norm = self._last_gap_norm
+        grads = [
+            torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+            for p in self.lora_params
+        ]
+        self.optimizer.zero_grad(set_to_none=True)
+        return WeightGradient(grads, v_star, gap_norm, float(loss.detach()))
+
     def _check_gap(self, gap: list[torch.Tensor], eps: list[torch.Tensor]) -> None:
         """Refuse a probe gradient that is exactly 0 although eps is not (silent SFT otherwise).
 
@@ -497,22 +568,22 @@ class SafetyAwareTrainer:
             )
 
     def _exact_micro_step(
-        self, batch: Batch, eps: list[torch.Tensor]
+        self, batch: Batch, eps: list[torch.Tensor], sap: SapConfig, accum: int
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Steps 3-6 on one micro-batch: adds grad L_u(theta, V*) / accum to theta's .grad."""
         assert self.probe is not None
-        sap = self.config.sap
         n_probe = max(1, round(sap.probe_batch_fraction * batch.rows))
         probe_batch = batch if n_probe >= batch.rows else batch.head(n_probe)
         gap = self.probe_gap(probe_batch, eps)
         self._check_gap(gap, eps)
-        v_star = self._probe_step(gap)
+        v_star = self._probe_step(gap, sap)
         if all(not bool(v.any()) for v in v_star):
             # V* = 0 exactly (rho = 0 or beta = 0): the un-hooked forward is literally SFT's.
-            loss = self._task_loss(batch)
+            loss = self.task_loss(batch)
         else:
             with self.probe.active(v_star):
-                loss = self._task_loss(batch)
-        (loss / self._accum).backward()
+                loss = self.task_loss(batch)
+        (loss / accum).backward()
         return loss.detach(), v_star
 
     def _lagged_micro_step(
@@ -543,7 +614,7 @@ class SafetyAwareTrainer:
         else:
             gap = [a - b for a, b in zip(g_pert, g_clean, strict=True)]
             self._check_gap(gap, eps)
-        self._lagged_v = self._probe_step(gap)
+        self._lagged_v = self._probe_step(gap, sap)
         return loss.detach(), v_t
 
     # ------------------------------------------------------------------ loop

@@ -111,36 +111,14 @@ def parse_rules(text: str) -> list[tuple[str, float]]:
     return out
 
 
-def _grads(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
-
-
-def sft_gradient(trainer: SafetyAwareTrainer, batch: Batch) -> list[torch.Tensor]:
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer._task_loss(batch).backward()
-    return _grads(trainer.lora_params)
-
-
-def sap_gradient(
-    trainer: SafetyAwareTrainer, batch: Batch, setting: Setting, g_hat: list[torch.Tensor]
-) -> tuple[list[torch.Tensor], float, float]:
-    """(SAP weight gradient, ||V*||, ||gap||) for one micro-step, exactly as training takes it."""
-    sap = dataclasses.replace(
-        trainer.config.sap,
+def setting_config(base: SapConfig, setting: Setting) -> SapConfig:
+    """The trainer's SAP config with this setting's rho and probe rule (SAP on)."""
+    return dataclasses.replace(
+        base,
+        enabled=True,
         rho=setting.rho,
         probe_step_rule=setting.rule,  # type: ignore[arg-type]
         probe_step_size=setting.step_size,
-    )
-    trainer.config = dataclasses.replace(trainer.config, sap=sap)
-    theta_norm = float(objectives.global_norm(trainer.lora_params))
-    eps = objectives.perturbation(g_hat, theta_norm, sap.rho, sap.relative_rho)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer._accum = 1
-    _, v_star = trainer._exact_micro_step(batch, eps)
-    return (
-        _grads(trainer.lora_params),
-        float(objectives.global_norm(v_star)),
-        trainer._last_gap_norm,
     )
 
 
@@ -152,7 +130,7 @@ def refusal_unit_gradient(
     for start in range(0, len(refusals), chunk):
         part = refusals[start : start + chunk]
         batch = pad_batch(part, trainer.pad_id, trainer.config.max_length).to(trainer.device)
-        loss = trainer._task_loss(batch)
+        loss = trainer.task_loss(batch)
         grads = torch.autograd.grad(loss, trainer.lora_params, allow_unused=True)
         for acc, g in zip(total, grads, strict=True):
             if g is not None:
@@ -177,7 +155,7 @@ def residual_norm(trainer: SafetyAwareTrainer, batch: Batch) -> float:
     handles = [layers[i].register_forward_hook(hook) for i in trainer.probe.layer_ids]
     try:
         with torch.no_grad():
-            trainer._logits(batch)
+            trainer.task_loss(batch)
     finally:
         for h in handles:
             h.remove()
@@ -204,24 +182,23 @@ def run_screen(
         trainer.train_step(trainer.micro_batches_for_step(step))
     batch = trainer.micro_batches_for_step(warmup)[0].to(trainer.device)
     unit = refusal_unit_gradient(trainer, refusals)
-    g_sft = sft_gradient(trainer, batch)
-    trainer._safety_batches_used = 0
-    g_hat, _, _ = trainer._safety_direction()  # the same direction for every setting
+    g_sft = trainer.weight_gradient(batch).grads
+    g_hat = trainer.safety_direction(0).unit  # the same direction for every setting
     rows = []
     for setting in settings:
-        g_sap, probe_norm, gap_norm = sap_gradient(trainer, batch, setting, g_hat)
+        sap = trainer.weight_gradient(batch, g_hat, setting_config(trainer.config.sap, setting))
+        g_sap, probe_norm = sap.grads, float(objectives.global_norm(sap.probe))
         diff = [a - b for a, b in zip(g_sap, g_sft, strict=True)]
         rows.append(
             ScreenRow(
                 setting=setting,
                 probe_norm=probe_norm,
-                gap_norm=gap_norm,
+                gap_norm=sap.gap_norm,
                 rel_diff=float(objectives.global_norm(diff) / objectives.global_norm(g_sft)),
                 cosine=objectives.cosine_similarity(g_sap, g_sft),
                 safety_rate_sap=_rate(g_sap, unit),
             )
         )
-    trainer.optimizer.zero_grad(set_to_none=True)
     return Screen(
         hidden_norm=residual_norm(trainer, batch),
         theta_norm=float(objectives.global_norm(trainer.lora_params)),

@@ -5,6 +5,7 @@ Random tiny models prove the algebra and plumbing only, never safety claims.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ def first_batch(trainer: SafetyAwareTrainer) -> Batch:
 
 
 def step_eps(trainer: SafetyAwareTrainer) -> list[torch.Tensor]:
-    g_hat, _, _ = trainer._safety_direction()
+    g_hat, _, _ = trainer._next_safety_direction()
     trainer._g_hat = g_hat
     theta_norm = float(obj.global_norm(trainer.lora_params))
     return obj.perturbation(g_hat, theta_norm, trainer.config.sap.rho)
@@ -173,7 +174,7 @@ def test_restore_is_bit_exact_and_perturbation_has_the_right_size() -> None:
 
 def test_safety_direction_is_unit_norm_over_all_lora_tensors_only() -> None:
     trainer = make_trainer(SapConfig())
-    g_hat, norm, _ = trainer._safety_direction()
+    g_hat, norm, _ = trainer._next_safety_direction()
     assert norm > 0
     assert float(obj.global_norm(g_hat)) == pytest.approx(1.0, abs=1e-6)
     assert [g.shape for g in g_hat] == [p.shape for p in trainer.lora_params]
@@ -226,9 +227,9 @@ def test_probe_gradient_matches_finite_difference() -> None:
         assert trainer.probe is not None
         with torch.no_grad():
             with trainer._perturbed(eps), trainer.probe.active(vectors):
-                pert = float(trainer._task_loss(batch))
+                pert = float(trainer.task_loss(batch))
             with trainer.probe.active(vectors):
-                clean = float(trainer._task_loss(batch))
+                clean = float(trainer.task_loss(batch))
         return pert - clean
 
     gen = torch.Generator().manual_seed(0)
@@ -249,14 +250,43 @@ def test_weight_gradient_is_task_gradient_at_v_star_only() -> None:
     assert trainer.probe is not None
     batch = first_batch(trainer)
     eps = step_eps(trainer)
-    trainer._accum = 1
-    _, v_star = trainer._exact_micro_step(batch, eps)
+    _, v_star = trainer._exact_micro_step(batch, eps, trainer.config.sap, accum=1)
     sap_grad = [p.grad.detach().clone() for p in trainer.lora_params]  # type: ignore[union-attr]
     for p in trainer.lora_params:
         p.grad = None
     with trainer.probe.active(v_star):
-        expected = torch.autograd.grad(trainer._task_loss(batch), trainer.lora_params)
+        expected = torch.autograd.grad(trainer.task_loss(batch), trainer.lora_params)
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(sap_grad, expected, strict=True))
+
+
+def test_public_weight_gradient_is_one_micro_step_without_side_effects() -> None:
+    trainer = make_trainer(SapConfig(rho=0.05, probe_step_size=0.5))
+    assert trainer.probe is not None
+    batch = first_batch(trainer)
+    before = lora_tensors(trainer)
+    g_hat = trainer.safety_direction(0).unit
+    assert all_equal(g_hat, trainer.safety_direction(0).unit)  # same index, same direction
+    sft = trainer.weight_gradient(batch)
+    expected_sft = torch.autograd.grad(trainer.task_loss(batch), trainer.lora_params)
+    assert all(torch.allclose(a, b) for a, b in zip(sft.grads, expected_sft, strict=True))
+    assert sft.probe == []
+    assert sft.gap_norm == 0.0
+    sap = trainer.weight_gradient(batch, g_hat)
+    assert sap.gap_norm > 0
+    assert float(obj.global_norm(sap.probe)) > 0
+    with trainer.probe.active(sap.probe):
+        expected = torch.autograd.grad(trainer.task_loss(batch), trainer.lora_params)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(sap.grads, expected, strict=True))
+    assert not all_equal(sap.grads, sft.grads)
+    # Analysis only: weights untouched, no gradient left behind, no optimizer step.
+    assert all_equal(lora_tensors(trainer), before)
+    assert all(p.grad is None for p in trainer.lora_params)
+    assert trainer.step == 0
+    off = dataclasses.replace(trainer.config.sap, rho=0.0)
+    assert all_equal(trainer.weight_gradient(batch, g_hat, off).grads, sft.grads)
+    stateful = dataclasses.replace(trainer.config.sap, probe_step_rule="adam_persistent")
+    with pytest.raises(ConfigError, match="stateless"):
+        trainer.weight_gradient(batch, g_hat, stateful)
 
 
 def test_base_weights_never_change() -> None:
@@ -283,10 +313,10 @@ def test_update_has_smaller_component_along_harmful_direction_than_sft(
     batch = trainer.micro_batches_for_step(1)[0]
     eps = step_eps(trainer)
     assert trainer._g_hat is not None
-    v_star = trainer._probe_step(trainer.probe_gap(batch, eps))
-    g_sft = torch.autograd.grad(trainer._task_loss(batch), trainer.lora_params)
+    v_star = trainer._probe_step(trainer.probe_gap(batch, eps), sap)
+    g_sft = torch.autograd.grad(trainer.task_loss(batch), trainer.lora_params)
     with trainer.probe.active(v_star):
-        g_sap = torch.autograd.grad(trainer._task_loss(batch), trainer.lora_params)
+        g_sap = torch.autograd.grad(trainer.task_loss(batch), trainer.lora_params)
     # update = -lr * grad: SAP's component along g_hat (toward harm) is smaller than SFT's.
     assert obj.inner_product(g_sap, trainer._g_hat) > obj.inner_product(g_sft, trainer._g_hat)
 
