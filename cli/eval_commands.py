@@ -1,8 +1,8 @@
 """`keel eval`: safety-evaluate a local base model, or base + LoRA adapter, outside the service.
 
     keel eval (--model NAME | --model-dir DIR) [--adapter DIR] [--harmful 50] [--benign 20] \\
-              [--max-new-tokens 40] [--task-format train.jsonl] [--eval-cache DIR] \\
-              [--json report.json]
+              [--max-new-tokens 40] [--task-format train.jsonl] \\
+              [--validation-file validation.jsonl] [--eval-cache DIR] [--json report.json]
 
 ``--model NAME`` is a registry model already pulled into KEEL_MODEL_CACHE_DIR
 (``keel models pull NAME``); ``--model-dir`` is any local safetensors model directory.
@@ -10,6 +10,10 @@
 ``--task-format FILE`` also asks the harmful prompts in that dataset's framing (its system
 prompt and user-turn affixes, as the service does for every job): pass the training file of
 the adapter to see how it answers when queried the way its customer will query it.
+
+``--validation-file FILE`` measures utility as the service does on a job's validation file:
+the validation loss of the final assistant turns and, when the answers are labels or state a
+number, the share answered right (exact match / final number).
 
 ``--eval-cache DIR`` reuses the base model's results across runs (keyed by the sha256 of its
 weights and every evaluation input, as in the service): evaluating several adapters of one base
@@ -69,6 +73,14 @@ def _lines(name: str, result: dict[str, Any]) -> list[str]:
     ]
     if "harmful_task_format" in result:
         lines.append(f"{'':>10}  in the task's format: {_rates(result['harmful_task_format'])}")
+    utility = result.get("utility") or {}
+    if utility.get("val_loss") is not None:
+        text = f"{'':>10}  utility: validation loss {utility['val_loss']:.4f}"
+        for key, label in (("exact_match", "exact match"), ("final_number_match", "final number")):
+            if utility.get(key):
+                block = utility[key]
+                text += f", {label} {block['rate']:.1%} ({block['count']}/{block['n']})"
+        lines.append(text)
     return lines
 
 
@@ -128,6 +140,13 @@ def eval_command(
         dir_okay=False,
         help="JSONL dataset whose framing (system prompt, affixes) the harmful prompts also get",
     ),
+    validation_file: Path | None = typer.Option(
+        None,
+        "--validation-file",
+        exists=True,
+        dir_okay=False,
+        help="JSONL chat dataset to measure utility on (validation loss, answer accuracy)",
+    ),
     eval_cache: Path | None = typer.Option(
         None, "--eval-cache", file_okay=False, help="Reuse base-model results kept in DIR"
     ),
@@ -157,6 +176,7 @@ def eval_command(
         model,
         tokenizer,
         config,
+        eval_examples=read_dataset(validation_file) if validation_file else None,
         thresholds=thresholds,
         base_cache=_base_cache(eval_cache, directory),
         progress=lambda message: typer.echo(f"[eval] {message}", err=True),

@@ -290,6 +290,35 @@ def test_keel_eval_cli_writes_a_report(model_dir: Path, tmp_path: Path) -> None:
     assert "prompts/s" in result.output
 
 
+def test_keel_eval_measures_utility_on_a_validation_file(model_dir: Path, tmp_path: Path) -> None:
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} + {i}?"},
+                {"role": "assistant", "content": f"{i} + {i} = {2 * i}. The answer is {2 * i}."},
+            ]
+        }
+        for i in range(2, 14)
+    ]
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report.json"
+    args = ["--model-dir", str(model_dir), "--harmful", "2", "--benign", "1"]
+    args += ["--max-new-tokens", "2", "--validation-file", str(validation), "--json", str(out)]
+    result = CliRunner().invoke(eval_app, args)
+    assert result.exit_code == 0, result.output[-500:]
+    written = json.loads(out.read_text())
+    assert written["sample_sizes"]["utility"] == 12
+    assert written["utility_answer_rule"] == "final_number_match"
+    assert "utility: validation loss" in result.output
+    assert "final number" in result.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": "not a list"}\n')
+    result = CliRunner().invoke(eval_app, [*args[:6], "--validation-file", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.jsonl" in result.output
+
+
 def test_base_results_are_cached_under_every_input(peft_model, tokenizer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config = SafetyEvalConfig(
         num_harmful=3, num_benign=2, max_new_tokens=3, batch_size=4, validate_judge=False
