@@ -155,6 +155,15 @@ def _print_report(report: dict[str, Any]) -> None:
     ):
         if group in tuned:
             table.add_row(label, _rate(base, group, key), _rate(tuned, group, key))
+    for key, label in (
+        ("exact_match", "answer accuracy (exact match)"),
+        ("final_number_match", "answer accuracy (final number)"),
+    ):
+        if (tuned.get("utility") or {}).get(key):
+            table.add_row(label, _rate(base, "utility", key), _rate(tuned, "utility", key))
+    loss = [(m.get("utility") or {}).get("val_loss") for m in (base, tuned)]
+    if loss[1] is not None:
+        table.add_row("validation loss", *(f"{v:.3f}" if v is not None else "–" for v in loss))
     console.print(table)
     console.print(
         f"Judge: {report.get('judge')}; held-out harmful prompts: {sizes.get('harmful')}; "
