@@ -46,4 +46,6 @@ def test_sdk_round_trip(
     assert sdk.files.content(result.id).read() == ADAPTER
     model_ids = [m.id for m in sdk.models.list()]
     assert done.fine_tuned_model in model_ids
+    assert done.fine_tuned_model is not None
+    assert sdk.models.retrieve(done.fine_tuned_model).owned_by == alice.tenant_id
     assert sdk.files.delete(uploaded.id).deleted is True

@@ -27,6 +27,7 @@ ROUTES = [
     ("GET", "/v1/fine_tuning/jobs/{job}/checkpoints"),
     ("GET", "/v1/fine_tuning/jobs/{job}/safety_report"),
     ("GET", "/v1/fine_tuning/jobs/{job}/safety_report?format=html"),
+    ("GET", "/v1/models/{model}"),
 ]
 
 
@@ -34,7 +35,13 @@ ROUTES = [
 def alices_objects(session: Session, alice: Customer, data_dir: Path) -> dict[str, str]:
     job, result = make_adapter_job(session, alice.tenant_id, data_dir)
     session.commit()
-    return {"job": job.id, "file": job.training_file_id, "result": result.id}
+    assert job.fine_tuned_model
+    return {
+        "job": job.id,
+        "file": job.training_file_id,
+        "result": result.id,
+        "model": job.fine_tuned_model,
+    }
 
 
 def test_every_path_id_route_is_covered(client: TestClient) -> None:
@@ -43,6 +50,7 @@ def test_every_path_id_route_is_covered(client: TestClient) -> None:
         .replace("{file}", "{file_id}")
         .replace("{result}", "{file_id}")
         .replace("{job}", "{job_id}")
+        .replace("{model}", "{model_id}")
         for _, path in ROUTES
     }
     customer_routes = {
@@ -67,7 +75,10 @@ def test_other_tenant_gets_not_found(
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"
     missing = template.format(
-        file="file-" + "0" * 24, result="file-" + "1" * 24, job="ftjob-" + "0" * 24
+        file="file-" + "0" * 24,
+        result="file-" + "1" * 24,
+        job="ftjob-" + "0" * 24,
+        model="ft:smollm2-135m-instruct:nobody:keel:ftjob-" + "0" * 24,
     )
     twin = client.request(method, missing, headers=bob.headers)
     assert twin.status_code == 404
@@ -94,6 +105,26 @@ def test_lists_show_only_own_objects(
     assert alice_models - bob_models == {
         f"ft:smollm2-135m-instruct:{alice.tenant_id}:keel:{alices_objects['job']}"
     }
+
+
+def test_models_are_retrieved_by_id_like_openai(
+    client: TestClient, alice: Customer, alices_objects: dict[str, str]
+) -> None:
+    own = client.get(f"/v1/models/{alices_objects['model']}", headers=alice.headers)
+    assert own.status_code == 200
+    assert own.json() == {
+        "id": alices_objects["model"],
+        "object": "model",
+        "created": own.json()["created"],
+        "owned_by": alice.tenant_id,
+    }
+    assert own.json()["created"] > 0
+    base = client.get("/v1/models/smollm2-135m-instruct", headers=alice.headers)
+    assert base.status_code == 200
+    assert base.json()["owned_by"] == "keel"
+    missing = client.get("/v1/models/gpt-4o", headers=alice.headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["param"] == "model"
 
 
 def test_job_with_another_tenants_training_file_is_not_found(
