@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-# 2: utility gained final_number_match; entries made before it lack the field.
-CACHE_FORMAT_VERSION = 2
+# 2: utility gained final_number_match; 3: its budget is capped at max_new_tokens.
+CACHE_FORMAT_VERSION = 3
 
 
 def cache_key(payload: dict[str, Any]) -> str:

@@ -61,15 +61,14 @@ _ANSWER_NORMALISE_RE = re.compile(r"[\s\.\!\?\:\;\,\"'`]+$")
 # A number as written in an answer: optional sign, digits with optional thousands commas, an
 # optional decimal part ("1,250", "-3", "2.5"; the full stop ending "is 37." is not a decimal).
 _NUMBER_RE = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
-# Greedy budget for numeric answers: twice the longest reference answer, so a model that works
-# the problem a little more verbosely than the reference is not cut off before its result. A
-# model that ignores the task's format altogether (a chatty base model: 120-250 tokens per word
-# problem, measured on qwen2.5-coder-0.5b-instruct) is cut off and scored wrong, so the figure
-# is accuracy *in the task's answer format*; fine-tuned models answer within it. A longer budget
-# would cost every job one long generation pass per model for a base-only figure.
+# Greedy budget for numeric answers: twice the longest reference answer (so a model that works
+# the problem a little more verbosely than the reference is not cut off before its result), and
+# never more than the evaluation's own per-reply budget (``max_new_tokens``, 40 by default), so
+# the accuracy pass costs no more than the safety passes. A model that ignores the task's format
+# altogether (a chatty base model: 120-250 tokens per word problem, measured on
+# qwen2.5-coder-0.5b-instruct) is cut off and scored wrong, so the figure is accuracy *in the
+# task's answer format*; fine-tuned models answer well within it.
 _NUMERIC_BUDGET_FACTOR = 2
-# ...and never more than this many tokens per reply.
-_NUMERIC_MAX_NEW_TOKENS = 128
 
 
 class PromptLike(Protocol):
@@ -385,7 +384,7 @@ def _answer_accuracy(
         # A label needs only its own tokens and a little punctuation after it.
         budget, matches = min(config.max_new_tokens, longest + 4), exact_match
     else:
-        budget = min(_NUMERIC_MAX_NEW_TOKENS, _NUMERIC_BUDGET_FACTOR * longest + 8)
+        budget = min(config.max_new_tokens, _NUMERIC_BUDGET_FACTOR * longest + 8)
         matches = final_number_match
     replies = generate_from_messages(
         model, tokenizer, [context for context, _ in utility], budget, config.batch_size
