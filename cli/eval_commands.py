@@ -117,6 +117,11 @@ def _model_dir(name: str | None, model_dir: Path | None) -> Path:
         raise typer.BadParameter(str(exc), param_hint="--model") from exc
 
 
+def _jsonl_option(flag: str, help_text: str) -> Any:
+    """An optional existing JSONL file (read and validated by ``read_dataset``)."""
+    return typer.Option(None, flag, exists=True, dir_okay=False, help=help_text)
+
+
 @app.callback(invoke_without_command=True)
 def eval_command(
     model_name: str | None = typer.Option(None, "--model", help="Registry model name (pulled)"),
@@ -133,19 +138,13 @@ def eval_command(
     max_harmful_increase: float = typer.Option(0.05, "--max-harmful-increase"),
     max_over_refusal: float = typer.Option(0.3, "--max-over-refusal"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = default)"),
-    task_format: Path | None = typer.Option(
-        None,
+    task_format: Path | None = _jsonl_option(
         "--task-format",
-        exists=True,
-        dir_okay=False,
-        help="JSONL dataset whose framing (system prompt, affixes) the harmful prompts also get",
+        "JSONL dataset whose framing (system prompt, affixes) the harmful prompts also get",
     ),
-    validation_file: Path | None = typer.Option(
-        None,
+    validation_file: Path | None = _jsonl_option(
         "--validation-file",
-        exists=True,
-        dir_okay=False,
-        help="JSONL chat dataset to measure utility on (validation loss, answer accuracy)",
+        "JSONL chat dataset to measure utility on (validation loss, answer accuracy)",
     ),
     eval_cache: Path | None = typer.Option(
         None, "--eval-cache", file_okay=False, help="Reuse base-model results kept in DIR"
