@@ -1,7 +1,9 @@
 """/v1/models: base models the policy allows plus the caller's succeeded fine-tuned models.
 
 A fine-tuned model is listed only when its job succeeded, i.e. its adapter passed the safety
-gate (or an admin released it from quarantine); another tenant's models are never visible.
+gate (or an admin released it from quarantine), and its owner has not deleted it; another
+tenant's models are never visible. Deleting a fine-tuned model removes its adapter files; the
+job keeps its record, report and `fine_tuned_model` name, as OpenAI's jobs do.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from api.dependencies import SessionDep, TenantDep
-from api.errors import NotFound
+from api.dependencies import SessionDep, SettingsDep, TenantDep
+from api.errors import Forbidden, NotFound
 from api.serializers import unix
+from db.blobs import BlobStore
 from db.job_status import JobStatus
 from db.models import FineTuningJob
+from db.repositories.events import EventRepository
+from db.repositories.files import FileRepository
+from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -36,6 +42,7 @@ def _fine_tuned_models(
         FineTuningJob.tenant_id == tenant_id,
         FineTuningJob.status == JobStatus.SUCCEEDED.value,
         FineTuningJob.fine_tuned_model.is_not(None),
+        FineTuningJob.model_deleted_at.is_(None),
     )
     if model_id is not None:
         query = query.where(FineTuningJob.fine_tuned_model == model_id)
@@ -61,4 +68,36 @@ def retrieve_model(model_id: str, session: SessionDep, tenant_id: TenantDep) -> 
     for model in _base_models(session) + _fine_tuned_models(session, tenant_id, model_id):
         if model["id"] == model_id:
             return model
-    raise NotFound(f"No such Model object: {model_id}", param="model")
+    raise _model_not_found(model_id)
+
+
+@router.delete("/{model_id}")
+def delete_model(
+    model_id: str, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep
+) -> dict[str, Any]:
+    """Delete one of the caller's fine-tuned models and its adapter files."""
+    if any(model["id"] == model_id for model in _base_models(session)):
+        raise Forbidden(
+            f"{model_id} is a base model; only your own fine-tuned models can be deleted.",
+            code="model_not_deletable",
+            param="model",
+        )
+    job = JobRepository(session).mark_model_deleted(tenant_id, model_id)
+    if job is None:
+        raise _model_not_found(model_id)
+    adapters = FileRepository(session).soft_delete_job_results(tenant_id, job.id)
+    EventRepository(session).append(
+        job.id, tenant_id, f"Fine-tuned model {model_id} deleted; adapter files removed"
+    )
+    # Commit first: were the commit to fail after the bytes were gone, the rows would still
+    # promise an adapter. An orphaned blob after a crash here is only wasted space.
+    session.commit()
+    store = BlobStore(settings.data_dir)
+    for file in adapters:
+        store.delete(file.storage_path)
+    return {"id": model_id, "object": "model", "deleted": True}
+
+
+def _model_not_found(model_id: str) -> NotFound:
+    # Another tenant's model answers exactly like a missing one: ids never leak across tenants.
+    return NotFound(f"No such Model object: {model_id}", param="model")

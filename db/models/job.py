@@ -46,6 +46,9 @@ class FineTuningJob(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_param: Mapped[str | None] = mapped_column(String(64))
     fine_tuned_model: Mapped[str | None] = mapped_column(String(400))
+    # Set by DELETE /v1/models/{model}: the job keeps its fine_tuned_model name (as OpenAI's
+    # does) but the model is no longer listed and its adapter files are gone.
+    model_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     result_files: Mapped[list[str]] = mapped_column(JSONType, default=list)
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

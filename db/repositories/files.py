@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -88,6 +90,24 @@ class FileRepository:
                 )
             )
         return fetch_page(self.session, stmt, limit)
+
+    def soft_delete_job_results(self, tenant_id: str, job_id: str) -> builtins.list[File]:
+        """Mark a job's undeleted result files (its adapter) deleted; return them."""
+        files = builtins.list(
+            self.session.scalars(
+                select(File).where(
+                    File.tenant_id == tenant_id,
+                    File.job_id == job_id,
+                    File.purpose == FilePurpose.FINE_TUNE_RESULTS.value,
+                    File.deleted_at.is_(None),
+                )
+            )
+        )
+        now = utcnow()
+        for file in files:
+            file.deleted_at = now
+        self.session.flush()
+        return files
 
     def soft_delete(self, tenant_id: str, file_id: str) -> File | None:
         file = self.get(tenant_id, file_id)

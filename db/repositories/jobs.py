@@ -52,6 +52,28 @@ class JobRepository:
             )
         )
 
+    def mark_model_deleted(self, tenant_id: str, fine_tuned_model: str) -> FineTuningJob | None:
+        """The caller's succeeded job that produced ``fine_tuned_model``, now marked deleted.
+
+        None when no such undeleted model exists for this tenant. The row is locked (Postgres)
+        so two concurrent deletes cannot both succeed.
+        """
+        job = self.session.scalar(
+            select(FineTuningJob)
+            .where(
+                FineTuningJob.tenant_id == tenant_id,
+                FineTuningJob.fine_tuned_model == fine_tuned_model,
+                FineTuningJob.status == JobStatus.SUCCEEDED.value,
+                FineTuningJob.model_deleted_at.is_(None),
+            )
+            .with_for_update()
+        )
+        if job is None:
+            return None
+        job.model_deleted_at = utcnow()
+        self.session.flush()
+        return job
+
     def list(
         self,
         tenant_id: str,

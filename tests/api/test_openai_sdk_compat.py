@@ -48,4 +48,6 @@ def test_sdk_round_trip(
     assert done.fine_tuned_model in model_ids
     assert done.fine_tuned_model is not None
     assert sdk.models.retrieve(done.fine_tuned_model).owned_by == alice.tenant_id
+    assert sdk.models.delete(done.fine_tuned_model).deleted is True
+    assert done.fine_tuned_model not in [m.id for m in sdk.models.list()]
     assert sdk.files.delete(uploaded.id).deleted is True

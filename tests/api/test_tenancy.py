@@ -28,6 +28,7 @@ ROUTES = [
     ("GET", "/v1/fine_tuning/jobs/{job}/safety_report"),
     ("GET", "/v1/fine_tuning/jobs/{job}/safety_report?format=html"),
     ("GET", "/v1/models/{model}"),
+    ("DELETE", "/v1/models/{model}"),
 ]
 
 
@@ -93,6 +94,12 @@ def test_other_tenant_gets_not_found(
     assert (
         client.get(f"/v1/files/{alices_objects['file']}", headers=alice.headers).status_code == 200
     )
+    assert (
+        client.get(f"/v1/models/{alices_objects['model']}", headers=alice.headers).status_code
+        == 200
+    )
+    adapter = client.get(f"/v1/files/{alices_objects['result']}/content", headers=alice.headers)
+    assert adapter.status_code == 200
 
 
 def test_lists_show_only_own_objects(

@@ -1,0 +1,77 @@
+"""DELETE /v1/models/{model}: a tenant deletes its own fine-tuned model (openai `models.delete`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from db.blobs import BlobStore
+from db.job_status import JobStatus
+from tests.api.conftest import Customer
+from tests.fixtures.factories import make_adapter_job
+
+
+def test_deleting_a_fine_tuned_model_removes_it_and_its_adapter_but_keeps_the_job(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path
+) -> None:
+    job, adapter = make_adapter_job(session, alice.tenant_id, data_dir)
+    kept, kept_adapter = make_adapter_job(session, alice.tenant_id, data_dir)
+    session.commit()
+    model = job.fine_tuned_model
+    assert model
+    assert kept.fine_tuned_model
+    blob = BlobStore(data_dir).path_for(adapter.storage_path)
+    assert blob.is_file()
+
+    deleted = client.delete(f"/v1/models/{model}", headers=alice.headers)
+
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"id": model, "object": "model", "deleted": True}
+    listed = {m["id"] for m in client.get("/v1/models", headers=alice.headers).json()["data"]}
+    assert model not in listed
+    assert kept.fine_tuned_model in listed
+    gone = client.get(f"/v1/models/{model}", headers=alice.headers)
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "not_found"
+    assert client.get(f"/v1/files/{adapter.id}/content", headers=alice.headers).status_code == 404
+    assert client.get(f"/v1/files/{adapter.id}", headers=alice.headers).status_code == 404
+    assert not blob.exists()
+    # The job's record stays readable, with its model name, report and a deletion event.
+    record = client.get(f"/v1/fine_tuning/jobs/{job.id}", headers=alice.headers).json()
+    assert record["status"] == "succeeded"
+    assert record["fine_tuned_model"] == model
+    report = client.get(f"/v1/fine_tuning/jobs/{job.id}/safety_report", headers=alice.headers)
+    assert report.status_code == 200
+    events = client.get(f"/v1/fine_tuning/jobs/{job.id}/events", headers=alice.headers).json()
+    assert events["data"][0]["message"].startswith(f"Fine-tuned model {model} deleted")
+    # The other model's adapter is untouched.
+    other = client.get(f"/v1/files/{kept_adapter.id}/content", headers=alice.headers)
+    assert other.status_code == 200
+    assert other.content == b"PK\x03\x04 fake adapter zip bytes"
+
+    again = client.delete(f"/v1/models/{model}", headers=alice.headers)
+    assert again.status_code == 404
+    assert again.json()["error"]["code"] == "not_found"
+    assert again.json()["error"]["param"] == "model"
+
+
+def test_base_models_and_unreleased_adapters_cannot_be_deleted(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path
+) -> None:
+    base = client.delete("/v1/models/smollm2-135m-instruct", headers=alice.headers)
+    assert base.status_code == 403
+    assert base.json()["error"]["code"] == "model_not_deletable"
+    assert base.json()["error"]["param"] == "model"
+    assert client.get("/v1/models/smollm2-135m-instruct", headers=alice.headers).status_code == 200
+
+    # A quarantined job has no released model; its adapter stays for the provider to review.
+    held, held_adapter = make_adapter_job(
+        session, alice.tenant_id, data_dir, status=JobStatus.FAILED, verdict="quarantined"
+    )
+    session.commit()
+    guessed = f"ft:{held.model}:{alice.tenant_id}:keel:{held.id}"
+    response = client.delete(f"/v1/models/{guessed}", headers=alice.headers)
+    assert response.status_code == 404
+    assert BlobStore(data_dir).path_for(held_adapter.storage_path).is_file()
