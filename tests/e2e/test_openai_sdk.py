@@ -8,6 +8,8 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import openai
+import pytest
 import torch
 from openai import OpenAI
 from peft import PeftModel
@@ -98,3 +100,12 @@ def test_openai_sdk_upload_train_download_and_generate(
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
+
+    # The customer deletes the model: it leaves the model list, the adapter bytes go, the job stays.
+    assert job.fine_tuned_model
+    assert job.fine_tuned_model in [m.id for m in client.models.list()]
+    assert client.models.delete(job.fine_tuned_model).deleted is True
+    assert job.fine_tuned_model not in [m.id for m in client.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(job.result_files[0])
+    assert client.fine_tuning.jobs.retrieve(job.id).fine_tuned_model == job.fine_tuned_model
