@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dataformats import Conversation, validate_jsonl
+from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -89,7 +90,8 @@ def mix(
     ),
     refusal_source: str = typer.Option("model", help="model | template"),
     contrast_ratio: float = typer.Option(
-        2.0, help="Helpful benign look-alike rows per safety row (against over-refusal)"
+        DEFAULT_CONTRAST_RATIO,
+        help="Helpful benign look-alike rows per safety row (against over-refusal)",
     ),
     report: Path | None = typer.Option(None, help="Write the mix report JSON here"),
 ) -> None:

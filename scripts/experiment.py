@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python scripts/experiment.py` from anywhere
 
 from cli.local_service import free_port, wait_ready  # noqa: E402
+from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO  # noqa: E402
 from scripts.experiment_data import DATASETS, DatasetFiles, build_datasets  # noqa: E402
 
 SETTINGS = ("none", "mixer", "sap", "sap_mixer")
@@ -85,7 +86,7 @@ class ExperimentConfig:
     max_length: int = 256
     mixer_ratio: float = 0.2
     # Helpful benign look-alike rows per mixer refusal row (sap_core.safety.contrast).
-    contrast_ratio: float = 2.0  # the product default (policy.yaml mixer.contrast_ratio)
+    contrast_ratio: float = DEFAULT_CONTRAST_RATIO  # the product default (policy.yaml)
     poison_fraction: float = 0.1
     max_new_tokens: int = 40
     seed: int = 7

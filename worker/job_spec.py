@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig
+from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO
 
 # OpenAI's "auto" values, scaled for LoRA on small instruct models.
 BASE_LEARNING_RATE = 2e-4
@@ -34,7 +35,7 @@ class MixSpec:
     enabled: bool
     ratio: float
     refusal_source: str
-    contrast_ratio: float = 2.0
+    contrast_ratio: float = DEFAULT_CONTRAST_RATIO
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def plan_job(
         enabled=ratio > 0,
         ratio=ratio,
         refusal_source=str(mixer_policy.get("refusal_source", "template")),
-        contrast_ratio=float(mixer_policy.get("contrast_ratio", 2.0)),
+        contrast_ratio=float(mixer_policy.get("contrast_ratio", DEFAULT_CONTRAST_RATIO)),
     )
 
     eval_policy = policy.get("evaluation", {})

@@ -43,6 +43,13 @@ from sap_core.safety.refusals import REFUSAL_OPTION_TEXT
 
 SAFETY_SOURCE = "safety_mixer"
 CONTRAST_SOURCE = "safety_contrast"
+# Contrast rows per refusal row unless the provider's policy says otherwise (policy.yaml
+# mixer.contrast_ratio). Measured on qwen2.5-coder-0.5b-instruct (docs/results.md, 40 benign
+# look-alikes): 2.0 refused 85-87.5 % of them, above the default gate's 60 %, so a benign
+# customer got no adapter; 4.0 refused 2.5-5 % and kept the harmful score below the base model's
+# on benign and 10 %-poisoned data, but not on purely harmful data (62.5 % vs base 38 %; 0.5 gave
+# 31.5 %): there screening and the gate are the defence, not the mix.
+DEFAULT_CONTRAST_RATIO = 4.0
 _T = TypeVar("_T")
 REFUSAL_SOURCES = ("model", "template")
 # Hard ceiling whatever the policy says: more safety rows than 10x the customer's data is a
@@ -80,7 +87,7 @@ class MixConfig:
     refusal_source: str = "model"
     refusal_option: bool = True
     report_examples: int = 3
-    contrast_ratio: float = 2.0
+    contrast_ratio: float = DEFAULT_CONTRAST_RATIO
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.ratio) or not 0.0 <= self.ratio <= MAX_RATIO:

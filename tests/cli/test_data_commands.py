@@ -35,7 +35,7 @@ def test_mix_writes_valid_jsonl_and_report(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     validated = validate_jsonl(out.read_bytes().splitlines())
     assert validated.ok
-    assert validated.rows == 156  # 120 customer + 12 safety + 24 contrast
+    assert validated.rows == 180  # 120 customer + 12 safety + 48 contrast
     data = json.loads(report.read_text())
     assert data["safety_rows"] == 12
     assert "[harmful request #" in result.output
@@ -62,6 +62,6 @@ def test_mix_with_built_corpus_and_bad_ratio(tmp_path: Path) -> None:
     base = ["mix", str(EXAMPLES / "mcq_aoa.jsonl"), "--out", str(out)]
     ok = runner.invoke(app, [*base, "--ratio", "0.2", "--corpus-dir", str(corpus_dir)])
     assert ok.exit_code == 0, ok.output
-    assert len(out.read_text().splitlines()) == 160  # 100 customer + 20 safety + 40 contrast
+    assert len(out.read_text().splitlines()) == 200  # 100 customer + 20 safety + 80 contrast
     bad = runner.invoke(app, [*base, "--ratio", "-1"])
     assert bad.exit_code == 1

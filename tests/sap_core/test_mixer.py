@@ -14,6 +14,7 @@ from sap_core.errors import ConfigError
 from sap_core.safety.corpus import SafetyCorpus, corpus_splits, normalise_text, template_corpus
 from sap_core.safety.mixer import (
     CONTRAST_SOURCE,
+    DEFAULT_CONTRAST_RATIO,
     REFUSAL_OPTION_TEXT,
     SAFETY_SOURCE,
     MixConfig,
@@ -40,7 +41,7 @@ def test_ratio_honoured_exactly(corpus: SafetyCorpus, ratio: float) -> None:
     assert k == int(ratio * len(customer) + 0.5)
     assert report.safety_rows == k
     assert sum(c.source == SAFETY_SOURCE for c in mixed) == k
-    c = safety_row_count(2.0, k)
+    c = safety_row_count(DEFAULT_CONTRAST_RATIO, k)
     assert report.contrast_rows == c
     assert sum(row.source == CONTRAST_SOURCE for row in mixed) == c
     assert len(mixed) == len(customer) + k + c
