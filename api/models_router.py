@@ -16,7 +16,7 @@ from sqlalchemy import select
 from api.dependencies import SessionDep, SettingsDep, TenantDep
 from api.errors import Forbidden, NotFound
 from api.serializers import unix
-from db.blobs import BlobStore
+from db.blobs import BlobStore, job_artifacts_path
 from db.job_status import JobStatus
 from db.models import FineTuningJob
 from db.repositories.events import EventRepository
@@ -95,6 +95,9 @@ def delete_model(
     store = BlobStore(settings.data_dir)
     for file in adapters:
         store.delete(file.storage_path)
+    # The worker's copies of the weights (unpacked adapter, checkpoints) go too: the job is
+    # finished, so nothing reads them again.
+    store.delete_tree(job_artifacts_path(tenant_id, job.id))
     return {"id": model_id, "object": "model", "deleted": True}
 
 

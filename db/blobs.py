@@ -10,12 +10,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def job_artifacts_path(tenant_id: str, job_id: str) -> str:
+    """A job's working directory (checkpoints, unpacked adapter, adapter zip), data-dir relative."""
+    return f"artifacts/{tenant_id}/{job_id}"
 
 
 class BlobTooLargeError(ValueError):
@@ -64,6 +70,16 @@ class BlobStore:
 
     def delete(self, storage_path: str) -> None:
         self.path_for(storage_path).unlink(missing_ok=True)
+
+    def delete_tree(self, storage_path: str) -> None:
+        """Remove a stored directory and everything below it (missing is fine; never the root)."""
+        path = self.path_for(storage_path)
+        if path == self.root.resolve():
+            raise ValueError("refusing to delete the data dir itself")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 class BlobWriter:

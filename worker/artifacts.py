@@ -9,6 +9,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.blobs import job_artifacts_path
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # A fixed timestamp makes the zip byte-identical for identical adapter files.
 _ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
@@ -20,7 +22,7 @@ class JobPaths:
 
     @classmethod
     def for_job(cls, data_dir: Path, tenant_id: str, job_id: str) -> JobPaths:
-        return cls(data_dir / "artifacts" / tenant_id / job_id)
+        return cls(data_dir / job_artifacts_path(tenant_id, job_id))
 
     @property
     def checkpoints(self) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from db.blobs import BlobStore
+from db.blobs import BlobStore, job_artifacts_path
 from db.job_status import JobStatus
 from tests.api.conftest import Customer
 from tests.fixtures.factories import make_adapter_job
@@ -24,6 +24,13 @@ def test_deleting_a_fine_tuned_model_removes_it_and_its_adapter_but_keeps_the_jo
     assert kept.fine_tuned_model
     blob = BlobStore(data_dir).path_for(adapter.storage_path)
     assert blob.is_file()
+    # The worker's own copies of the weights: the unpacked adapter and a checkpoint.
+    workdir = data_dir / job_artifacts_path(alice.tenant_id, job.id)
+    for copy in ("adapter/adapter_model.safetensors", "checkpoints/step-00000002/adapter.bin"):
+        (workdir / copy).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / copy).write_bytes(b"weights")
+    kept_workdir = data_dir / job_artifacts_path(alice.tenant_id, kept.id)
+    (kept_workdir / "adapter").mkdir(parents=True)
 
     deleted = client.delete(f"/v1/models/{model}", headers=alice.headers)
 
@@ -38,6 +45,8 @@ def test_deleting_a_fine_tuned_model_removes_it_and_its_adapter_but_keeps_the_jo
     assert client.get(f"/v1/files/{adapter.id}/content", headers=alice.headers).status_code == 404
     assert client.get(f"/v1/files/{adapter.id}", headers=alice.headers).status_code == 404
     assert not blob.exists()
+    assert not workdir.exists()
+    assert (kept_workdir / "adapter").is_dir()
     # The job's record stays readable, with its model name, report and a deletion event.
     record = client.get(f"/v1/fine_tuning/jobs/{job.id}", headers=alice.headers).json()
     assert record["status"] == "succeeded"

@@ -46,3 +46,26 @@ def test_unsafe_components_are_refused(tmp_path: Path, tenant: str, obj: str) ->
 def test_path_for_refuses_escapes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="escapes"):
         BlobStore(tmp_path).path_for("../outside")
+
+
+def test_delete_tree_removes_only_the_named_directory(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    (tmp_path / "artifacts" / "t" / "job" / "adapter").mkdir(parents=True)
+    (tmp_path / "artifacts" / "t" / "job" / "adapter" / "w.safetensors").write_bytes(b"w")
+    (tmp_path / "artifacts" / "t" / "other").mkdir()
+    store.delete_tree("artifacts/t/job")
+    assert not (tmp_path / "artifacts" / "t" / "job").exists()
+    assert (tmp_path / "artifacts" / "t" / "other").is_dir()
+    store.delete_tree("artifacts/t/job")  # already gone: no error
+
+
+def test_delete_tree_refuses_the_root_and_escapes(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "outside").mkdir()
+    with pytest.raises(ValueError, match="data dir itself"):
+        store.delete_tree(".")
+    with pytest.raises(ValueError, match="escapes"):
+        store.delete_tree("../outside")
+    assert (tmp_path / "outside").is_dir()
+    assert (tmp_path / "data").is_dir()
