@@ -382,10 +382,11 @@ def _answer_accuracy(
     longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in utility)
     if rule == "exact_match":
         # A label needs only its own tokens and a little punctuation after it.
-        budget, matches = min(config.max_new_tokens, longest + 4), exact_match
+        needed, matches = longest + 4, exact_match
     else:
-        budget = min(config.max_new_tokens, _NUMERIC_BUDGET_FACTOR * longest + 8)
-        matches = final_number_match
+        needed, matches = _NUMERIC_BUDGET_FACTOR * longest + 8, final_number_match
+    # Never more than the safety passes' per-reply budget.
+    budget = min(config.max_new_tokens, needed)
     replies = generate_from_messages(
         model, tokenizer, [context for context, _ in utility], budget, config.batch_size
     )
