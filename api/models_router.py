@@ -8,6 +8,7 @@ job keeps its record, report and `fine_tuned_model` name, as OpenAI's jobs do.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -24,6 +25,7 @@ from db.repositories.files import FileRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
@@ -93,11 +95,16 @@ def delete_model(
     # promise an adapter. An orphaned blob after a crash here is only wasted space.
     session.commit()
     store = BlobStore(settings.data_dir)
-    for file in adapters:
-        store.delete(file.storage_path)
-    # The worker's copies of the weights (unpacked adapter, checkpoints) go too: the job is
-    # finished, so nothing reads them again.
-    store.delete_tree(job_artifacts_path(tenant_id, job.id))
+    try:
+        for file in adapters:
+            store.delete(file.storage_path)
+        # The worker's copies of the weights (unpacked adapter, checkpoints) go too: the job is
+        # finished, so nothing reads them again.
+        store.delete_tree(job_artifacts_path(tenant_id, job.id))
+    except OSError:
+        # The model is already deleted (committed): its files answer 404 whatever is left on
+        # disk, so the client gets its answer and the operator a log line to clean up.
+        log.exception("model %s deleted; removing its bytes for job %s failed", model_id, job.id)
     return {"id": model_id, "object": "model", "deleted": True}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
@@ -84,3 +85,28 @@ def test_base_models_and_unreleased_adapters_cannot_be_deleted(
     response = client.delete(f"/v1/models/{guessed}", headers=alice.headers)
     assert response.status_code == 404
     assert BlobStore(data_dir).path_for(held_adapter.storage_path).is_file()
+
+
+def test_a_disk_error_after_the_commit_still_answers_deleted(
+    client: TestClient,
+    session: Session,
+    alice: Customer,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job, adapter = make_adapter_job(session, alice.tenant_id, data_dir)
+    session.commit()
+    model = job.fine_tuned_model
+
+    def unremovable(self: BlobStore, relative: str) -> None:
+        raise PermissionError(f"read-only volume: {relative}")
+
+    # A filesystem fault is injected here (a read-only volume cannot be made as root).
+    monkeypatch.setattr(BlobStore, "delete_tree", unremovable)
+    deleted = client.delete(f"/v1/models/{model}", headers=alice.headers)
+
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["deleted"] is True
+    content = client.get(f"/v1/files/{adapter.id}/content", headers=alice.headers)
+    assert content.status_code == 404
+    assert client.delete(f"/v1/models/{model}", headers=alice.headers).status_code == 404
