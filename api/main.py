@@ -11,11 +11,14 @@ from api.health import router as health_router
 from api.jobs.router import router as jobs_router
 from api.metrics import install_metrics
 from api.models_router import router as models_router
+from db.repositories.policy import load_policy_file
 from db.settings import get_settings
 
 
 def create_app() -> FastAPI:
     settings = get_settings()  # fails fast on placeholder secrets outside development
+    # A broken policy file fails start-up naming the field, not the first job or admin GET.
+    load_policy_file(settings.resolved_policy_file)
     app = FastAPI(
         title="Keel",
         summary="Safe fine-tuning as a service (OpenAI-compatible fine-tuning API).",

@@ -26,6 +26,20 @@ def migrate_database() -> None:
     command.upgrade(config, "head")
 
 
+def _check_policy_file() -> None:
+    """Refuse to start on a policy file that does not validate (a clear line, no traceback)."""
+    from db.repositories.policy import load_policy_file
+    from db.settings import get_settings
+
+    path = get_settings().resolved_policy_file
+    try:
+        load_policy_file(path)
+    except (OSError, ValueError) as exc:
+        message = f"keel serve: cannot use the provider policy: {exc}"
+        console.print(message, style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 def _ensure_dirs() -> None:
     from db.settings import get_settings
 
@@ -41,6 +55,7 @@ def serve(
     no_worker: bool = typer.Option(False, "--no-worker", help="Run only the API"),
 ) -> None:
     """Run the API, a Celery worker and the reaper until Ctrl-C / SIGTERM."""
+    _check_policy_file()
     _ensure_dirs()
     migrate_database()
     python = sys.executable

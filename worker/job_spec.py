@@ -26,6 +26,8 @@ class EvalSpec:
     batch_size: int
     judge: str
     timeout_seconds: float
+    # Registry name of the classifier / LLM judge's weights (None for the keyword judge).
+    judge_model: str | None = None
     # Also ask the harmful prompts in the customer's own framing (system prompt, affixes).
     task_format: bool = True
 
@@ -112,7 +114,8 @@ def plan_job(
     mixer_policy = policy.get("mixer", {})
     ratio = safety.get("mixer_ratio")
     min_ratio = float(mixer_policy.get("min_ratio", 0.0))
-    if ratio is None or not may_change.get("mixer_ratio", True):
+    # Same default as the API's check at create time: absent means customers may not change it.
+    if ratio is None or not may_change.get("mixer_ratio", False):
         ratio = mixer_policy.get("default_ratio", 0.1)
     ratio = min(max(float(ratio), min_ratio), float(mixer_policy.get("max_ratio", 1.0)))
     # The mixer is independent of the training method: "mixer only" is method none + ratio > 0.
@@ -130,6 +133,7 @@ def plan_job(
         max_new_tokens=int(eval_policy.get("max_new_tokens", 40)),
         batch_size=int(eval_policy.get("batch_size", 8)),
         judge=str(eval_policy.get("judge", "keyword")),
+        judge_model=eval_policy.get("judge_model"),
         timeout_seconds=float(eval_policy.get("timeout_seconds", 1800)),
         task_format=bool(eval_policy.get("task_format", True)),
     )

@@ -250,6 +250,13 @@ def run_pipeline(
                 peft_model = _reload_adapter(model, peft_model, paths.adapter_dir)
                 peft_model.eval()
                 thresholds = PolicyThresholds(**plan.thresholds) if plan.thresholds else None
+                # Inside the fail-closed block: a judge that cannot be loaded releases nothing.
+                judge_model = plan.evaluation.judge_model
+                judge_dir = (
+                    _ensure_model(judge_model, settings.model_cache_dir, say)
+                    if judge_model
+                    else None
+                )
                 report = evaluate_safety(
                     peft_model,
                     tokenizer,
@@ -260,6 +267,7 @@ def run_pipeline(
                         batch_size=plan.evaluation.batch_size,
                         seed=plan.train.seed,
                         judge=plan.evaluation.judge,
+                        judge_model_dir=str(judge_dir) if judge_dir else None,
                         task_framing=_task_framing(profile, plan.evaluation.task_format),
                     ),
                     eval_examples=list(validation or conversations[: min(32, len(conversations))]),

@@ -13,6 +13,7 @@ from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.router import invalid_cursor
 from api.serializers import list_object, unix
 from db.models import ApiKey, Tenant
+from db.policy_schema import PolicyError, validate_policy
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.pagination import InvalidCursorError
@@ -118,16 +119,21 @@ def get_policy(session: SessionDep, _: AdminDep) -> dict[str, Any]:
 def put_policy(
     session: SessionDep, _: AdminDep, policy: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
-    """Store a new policy version; it applies to jobs created from now on."""
-    models = policy.get("allowed_models")
-    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+    """Store a new policy version; it applies to jobs created from now on.
+
+    The whole document is validated (db.policy_schema): an unknown or out-of-range field is a
+    400 ``invalid_policy`` naming it by its dotted path, and the current version stays in force.
+    """
+    try:
+        stored = validate_policy(policy)
+    except PolicyError as exc:
         raise InvalidRequest(
-            "'allowed_models' must be a list of model names.",
-            param="allowed_models",
+            f"Invalid policy field '{exc.param}': {exc.message}.",
+            param=exc.param,
             code="invalid_policy",
-        )
-    version = PolicyRepository(session).set(policy)
-    return {"object": "policy", "version": version, "policy": policy}
+        ) from None
+    version = PolicyRepository(session).set(stored)
+    return {"object": "policy", "version": version, "policy": stored}
 
 
 @router.post("/fine_tuning/jobs/{job_id}/release")

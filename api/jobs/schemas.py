@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from db.policy_schema import SapKnobs
+
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
@@ -46,7 +48,8 @@ class Method(Strict):
 
 class SafetySpec(Strict):
     method: Literal["sap", "none"] | None = None
-    sap: dict[str, float | int | bool] | None = None
+    # Checked field by field here (unknown knob or bad value: 400), not when the job starts.
+    sap: SapKnobs | None = None
     mixer_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
 
 

@@ -58,13 +58,14 @@ def resolve_safety(spec: SafetySpec | None, policy: dict[str, Any]) -> dict[str,
     may_change = policy.get("customer_may_change", {}) or {}
     mixer = policy.get("mixer", {}) or {}
     method = spec.method or "sap"
+    sap_knobs = spec.sap.model_dump(mode="json", exclude_none=True) if spec.sap else {}
     if method != "sap" and not may_change.get("method", False):
         raise InvalidRequest(
             "The provider policy does not allow changing the safety method.",
             param="safety.method",
             code="safety_method_not_allowed",
         )
-    if spec.sap and not may_change.get("sap_knobs", False):
+    if sap_knobs and not may_change.get("sap_knobs", False):
         raise InvalidRequest(
             "The provider policy does not allow changing SAP settings.",
             param="safety.sap",
@@ -87,7 +88,7 @@ def resolve_safety(spec: SafetySpec | None, policy: dict[str, Any]) -> dict[str,
             )
     else:
         ratio = float(mixer.get("default_ratio", 0.1))
-    return {"method": method, "mixer_ratio": ratio, "sap": dict(spec.sap or {})}
+    return {"method": method, "mixer_ratio": ratio, "sap": sap_knobs}
 
 
 def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:

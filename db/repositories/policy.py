@@ -12,14 +12,17 @@ from sqlalchemy.orm import Session
 from db.base import utcnow
 from db.ids import POLICY_PREFIX, new_id
 from db.models import ProviderPolicy
+from db.policy_schema import PolicyError, validate_policy
 from db.settings import get_settings
 
 
 def load_policy_file(path: Path) -> dict[str, Any]:
+    """The policy file, validated (ValueError naming the file and the field when it is bad)."""
     loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(loaded, dict):
-        raise ValueError(f"policy file {path} must hold a mapping")
-    return loaded
+    try:
+        return validate_policy(loaded)
+    except PolicyError as exc:
+        raise ValueError(f"policy file {path}: {exc.param}: {exc.message}") from None
 
 
 class PolicyRepository:
@@ -41,6 +44,8 @@ class PolicyRepository:
         return 0, load_policy_file(path)
 
     def set(self, policy: dict[str, Any]) -> int:
+        """Store ``policy`` as the next version (PolicyError when it does not validate)."""
+        policy = validate_policy(policy)
         latest = self.session.scalar(select(func.max(ProviderPolicy.version))) or 0
         row = ProviderPolicy(
             id=new_id(POLICY_PREFIX), version=latest + 1, policy=policy, created_at=utcnow()

@@ -503,7 +503,10 @@ def evaluate_safety(
         if split is not None
     ]
     rule = answer_rule([answer for _, answer in utility])
-    judge = make_judge(config.judge, config.judge_model_dir)
+    # A model judge runs beside the evaluated model (on the GPU when there is one).
+    judge = make_judge(
+        config.judge, config.judge_model_dir, device=str(next(model.parameters()).device)
+    )
 
     models: dict[str, dict[str, Any]] = {}
     benign_replies: dict[str, list[str]] = {}

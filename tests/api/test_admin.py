@@ -75,3 +75,30 @@ def test_policy_defaults_then_versions(client: TestClient, admin_headers: dict[s
     bad = client.put("/admin/v1/policy", headers=admin_headers, json={"allowed_models": "x"})
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_policy"
+    assert bad.json()["error"]["param"] == "allowed_models"
+
+
+@pytest.mark.parametrize(
+    ("section", "param"),
+    [
+        # A misspelt threshold must not leave the real one unset (the gate would fail closed).
+        ({"gate": {"thresholds": {"max_harmful_scor": 0.4}}}, "gate.thresholds"),
+        ({"gate": {"on_failure": "release"}}, "gate.on_failure"),
+        ({"mixer": {"min_ratio": 0.9, "default_ratio": 0.2}}, "mixer"),
+        ({"sap": {"defaults": {"rho": "big"}}}, "sap.defaults.rho"),
+        ({"evaluation": {"judge": "classifier"}}, "evaluation"),
+    ],
+)
+def test_a_bad_policy_is_refused_and_the_current_one_stays(
+    client: TestClient, admin_headers: dict[str, str], section: dict[str, object], param: str
+) -> None:
+    before = client.get("/admin/v1/policy", headers=admin_headers).json()
+    bad = client.put(
+        "/admin/v1/policy", headers=admin_headers, json={**before["policy"], **section}
+    )
+    assert bad.status_code == 400, bad.text
+    error = bad.json()["error"]
+    assert error["code"] == "invalid_policy"
+    assert error["param"].startswith(param)
+    assert error["param"] in error["message"]
+    assert client.get("/admin/v1/policy", headers=admin_headers).json() == before

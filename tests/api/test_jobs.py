@@ -109,6 +109,8 @@ def test_enqueue_failure_still_creates_a_queued_job(
         ({"status": "succeeded"}, 400, "unknown_field", "status"),
         ({"safety": {"method": "none"}}, 400, "safety_method_not_allowed", "safety.method"),
         ({"safety": {"sap": {"rho": 1.0}}}, 400, "safety_knobs_not_allowed", "safety.sap"),
+        ({"safety": {"sap": {"rhoo": 1.0}}}, 400, "unknown_field", "safety.sap.rhoo"),
+        ({"safety": {"sap": {"rho": -1.0}}}, 400, "invalid_value", "safety.sap.rho"),
         ({"safety": {"mixer_ratio": 0.01}}, 400, "invalid_mixer_ratio", "safety.mixer_ratio"),
         ({"hyperparameters": {"n_epochs": 0}}, 400, "invalid_value", "hyperparameters.n_epochs"),
         ({"method": {"type": "dpo"}}, 400, "unsupported_method", "method.type"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from db.policy_schema import validate_policy
 from sap_core.config import SapConfig
 from scripts.experiment import (
     TABLE_END,
@@ -65,6 +66,8 @@ def test_sap_knobs_reach_the_policy_and_keep_old_run_ids() -> None:
     assert defaults["rho"] == 2e-5
     # The policy block is what the worker passes to SapConfig: it must be accepted as is.
     assert SapConfig(**defaults).probe_step_rule == "adam_persistent"
+    # ... and the whole document passes the admin API's policy schema unchanged.
+    assert validate_policy(experiment_policy(adam)) == experiment_policy(adam)
 
 
 def test_markdown_is_replaced_between_markers_only(tmp_path: Path) -> None:

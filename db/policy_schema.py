@@ -1,0 +1,166 @@
+"""The provider policy document's schema: what `policy.yaml` and `PUT /admin/v1/policy` may hold.
+
+Every section is optional and falls back to the worker's defaults (worker.job_spec), except that
+a `gate.thresholds` block, when present, must name the three required thresholds: a partial
+block would leave the gate unable to decide, and the gate fails closed, so every job would end
+`safety_evaluation_failed` for a typo. Unknown keys are rejected for the same reason (a misspelt
+`max_harmful_scor` must not silently leave the real threshold unset).
+
+`SapKnobs` is also the customer's `safety.sap` block (when the policy lets customers change SAP
+settings); its fields mirror `sap_core.config.SapConfig` (a test keeps them in step) so bad
+values fail at the door with a 400, not as a crashed job.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,64}$")]
+JUDGES = ("keyword", "classifier", "llm")
+
+
+class PolicyError(ValueError):
+    """A policy document that does not validate; ``param`` is the dotted path of the field."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SapKnobs(_Strict):
+    """SAP settings a policy (or an allowed customer) may set; ranges as in SapConfig."""
+
+    rho: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    relative_rho: bool | None = None
+    probe_layers: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
+    probe_step_rule: Literal["sgd", "sign", "adam_persistent"] | None = None
+    probe_step_size: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    contrastive_form: Literal["difference", "logsigmoid"] | None = None
+    safety_batch_size: Annotated[int, Field(ge=1, le=256)] | None = None
+    direction_refresh_every: Annotated[int, Field(ge=1)] | None = None
+    probe_batch_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    lagged_probe: bool | None = None
+    reference_compat: bool | None = None
+
+    @model_validator(mode="after")
+    def _reference_compat_needs_adam(self) -> SapKnobs:
+        if self.reference_compat and self.probe_step_rule not in (None, "adam_persistent"):
+            raise ValueError('reference_compat needs probe_step_rule "adam_persistent"')
+        return self
+
+
+class CustomerMayChange(_Strict):
+    # Absent means "no" for each (the API and the worker read the stored document that way).
+    method: bool = False
+    sap_knobs: bool = False
+    mixer_ratio: bool = False
+
+
+class SapSection(_Strict):
+    defaults: SapKnobs = SapKnobs()
+
+
+class MixerSection(_Strict):
+    min_ratio: Share = 0.0
+    default_ratio: Share = 0.1
+    max_ratio: Share = 1.0
+    refusal_source: Literal["template", "model"] = "template"
+    contrast_ratio: Annotated[float, Field(ge=0.0, le=50.0)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MixerSection:
+        if not self.min_ratio <= self.default_ratio <= self.max_ratio:
+            raise ValueError(
+                "mixer ratios must satisfy min_ratio <= default_ratio <= max_ratio, got "
+                f"{self.min_ratio} / {self.default_ratio} / {self.max_ratio}"
+            )
+        return self
+
+
+class ScreeningSection(_Strict):
+    enabled: bool = False
+    max_flagged_fraction: Share = 0.0
+
+
+class EvaluationSection(_Strict):
+    num_harmful: Annotated[int, Field(ge=1, le=10_000)] = 40
+    num_benign: Annotated[int, Field(ge=1, le=10_000)] = 20
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 40
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    judge: Literal["keyword", "classifier", "llm"] = "keyword"
+    # Registry name (sap_core/models/models.yaml or the provider's extra registry) of the judge's
+    # weights: a sequence classifier for "classifier", a chat model for "llm".
+    judge_model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    timeout_seconds: Annotated[float, Field(gt=0.0, le=7 * 24 * 3600)] = 1800.0
+    task_format: bool = True
+
+    @model_validator(mode="after")
+    def _judge_has_weights(self) -> EvaluationSection:
+        if self.judge != "keyword" and self.judge_model is None:
+            raise ValueError(f'judge "{self.judge}" needs judge_model (a registry model name)')
+        return self
+
+
+class Thresholds(_Strict):
+    max_harmful_score: Share
+    max_harmful_increase: Share
+    max_over_refusal: Share
+    max_harmful_score_task_format: Share | None = None
+
+
+class GateSection(_Strict):
+    thresholds: Thresholds | None = None
+    on_failure: Literal["fail", "quarantine"] = "fail"
+
+
+class TrainingSection(_Strict):
+    lora_rank: Annotated[int, Field(ge=1, le=256)] = 8
+    lora_alpha: Annotated[int, Field(ge=1, le=1024)] = 16
+    lora_target_modules: Annotated[list[ModuleName], Field(min_length=1, max_length=16)] = [
+        "q_proj",
+        "v_proj",
+    ]
+    max_length: Annotated[int, Field(ge=16, le=32_768)] = 384
+    checkpoint_every: Annotated[int, Field(ge=1)] = 10
+
+
+class PolicyDocument(_Strict):
+    allowed_models: list[Annotated[str, Field(min_length=1, max_length=200)]]
+    customer_may_change: CustomerMayChange = CustomerMayChange()
+    sap: SapSection = SapSection()
+    mixer: MixerSection = MixerSection()
+    screening: ScreeningSection = ScreeningSection()
+    evaluation: EvaluationSection = EvaluationSection()
+    gate: GateSection = GateSection()
+    training: TrainingSection = TrainingSection()
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "policy"
+
+
+def validate_policy(document: Any) -> dict[str, Any]:
+    """The document as it will be stored: validated, with the keys it set (types normalised).
+
+    Raises:
+        PolicyError: naming the first bad field by its dotted path (``gate.thresholds.x``).
+    """
+    if not isinstance(document, dict):
+        raise PolicyError("policy", "the policy must be a JSON/YAML mapping")
+    try:
+        parsed = PolicyDocument.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = _dotted(tuple(first.get("loc", ())))
+        if first.get("type") == "extra_forbidden":
+            raise PolicyError(param, "unknown policy field") from None
+        raise PolicyError(param, str(first.get("msg", "invalid value"))) from None
+    return parsed.model_dump(mode="json", exclude_unset=True)

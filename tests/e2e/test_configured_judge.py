@@ -1,0 +1,67 @@
+"""A provider-configured model judge (policy `evaluation.judge` + `judge_model`) in a live job.
+
+SmolLM2-135M is the judge here only to prove the plumbing (policy -> worker -> registry weights
+-> evaluator -> report); it is far too small to grade anything, so no safety number is asserted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.service import E2E_POLICY, TEST_MODEL, LiveService, wait_for_status
+
+ROOT = Path(__file__).resolve().parents[2]
+PERMISSIVE_GATE = {
+    "thresholds": {"max_harmful_score": 1.0, "max_harmful_increase": 1.0, "max_over_refusal": 1.0},
+    "on_failure": "fail",
+}
+
+
+def test_the_policy_judge_model_grades_the_job(live_service: LiveService) -> None:
+    evaluation = {
+        **E2E_POLICY["evaluation"],  # type: ignore[dict-item]
+        "judge": "llm",
+        "judge_model": TEST_MODEL,
+    }
+    with live_service.admin() as admin:
+        bad = admin.put("/policy", json={**E2E_POLICY, "evaluation": {"judge": "llm"}})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["param"] == "evaluation"
+        stored = admin.put(
+            "/policy", json={**E2E_POLICY, "evaluation": evaluation, "gate": PERMISSIVE_GATE}
+        )
+        assert stored.status_code == 200, stored.text
+
+    key = live_service.create_tenant("judged-customer")
+    with httpx.Client(
+        base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
+        lines = (ROOT / "examples" / "chat_math.jsonl").read_text().splitlines()[:8]
+        upload = http.post(
+            "/v1/files",
+            data={"purpose": "fine-tune"},
+            files={"file": ("train.jsonl", "\n".join(lines).encode() + b"\n")},
+        )
+        assert upload.status_code == 200, upload.text
+        job = http.post(
+            "/v1/fine_tuning/jobs",
+            json={
+                "model": TEST_MODEL,
+                "training_file": upload.json()["id"],
+                "hyperparameters": {"n_epochs": 1, "batch_size": 4},
+            },
+        ).json()
+        try:
+            done = wait_for_status(http, job["id"], {"succeeded", "failed", "cancelled"}, 600)
+        except TimeoutError:
+            events = http.get(f"/v1/fine_tuning/jobs/{job['id']}/events").json()["data"]
+            messages = [e["message"] for e in events]
+            raise AssertionError((messages, live_service.log("worker"))) from None
+        assert done["status"] == "succeeded", (done, live_service.log("worker"))
+        stored_report = http.get(f"/v1/fine_tuning/jobs/{job['id']}/safety_report").json()
+    assert stored_report["verdict"] == "passed"
+    report = stored_report["report"]
+    assert report["judge"] == "llm"
+    assert report["models"]["fine_tuned"]["harmful"]["n"] == evaluation["num_harmful"]
