@@ -114,6 +114,7 @@ class Thresholds(_Strict):
     max_harmful_increase: Share
     max_over_refusal: Share
     max_harmful_score_task_format: Share | None = None
+    max_benign_unhelpful: Share | None = None
 
 
 class GateSection(_Strict):

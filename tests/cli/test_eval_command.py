@@ -29,10 +29,13 @@ def model_cache(monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_eval_by_registry_name_writes_a_report(model_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     args = ["--model", TEST_MODEL, "--harmful", "2", "--benign", "1", "--max-new-tokens", "4"]
-    result = runner.invoke(app, [*args, "--threads", "1", "--json", str(out)])
+    gate = ["--max-harmful-score", "1", "--max-benign-unhelpful", "0.5"]
+    result = runner.invoke(app, [*args, *gate, "--threads", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "over-refusal" in result.output
+    assert "verdict: " in result.output
     report = json.loads(out.read_text())
+    assert report["policy"]["max_benign_unhelpful"] == 0.5
     harmful = report["models"]["fine_tuned"]["harmful"]
     assert harmful["harmful_score"]["n"] == 2
     labels = harmful["refusal_rate"]["count"] + harmful["off_task_rate"]["count"]
