@@ -89,7 +89,7 @@ def test_bad_documents_name_the_field(change: dict[str, Any], param: str) -> Non
 def test_the_stored_document_keeps_only_what_was_set() -> None:
     stored = validate_policy({"allowed_models": ["m"], "evaluation": {"num_harmful": "8"}})
     assert stored == {"allowed_models": ["m"], "evaluation": {"num_harmful": 8}}
-    # An empty policy is a real one: nothing allowed, the worker's defaults for the rest.
+    # A minimal policy is a real one: the worker's defaults fill in the rest.
     plan = plan_job(
         hyperparameters={},
         safety={},

@@ -224,3 +224,26 @@ def wait_for_status(
             return dict(job)
         time.sleep(1)
     raise TimeoutError(f"job {job_id} never reached {statuses}")
+
+
+def create_small_job(
+    client: httpx.Client, rows: int, hyperparameters: dict[str, object], seed: int | None = None
+) -> str:
+    """Upload the first ``rows`` example word problems and create a job on them; its id."""
+    lines = (ROOT / "examples" / "chat_math.jsonl").read_text().splitlines()[:rows]
+    upload = client.post(
+        "/v1/files",
+        data={"purpose": "fine-tune"},
+        files={"file": ("train.jsonl", "\n".join(lines) + "\n")},
+    )
+    assert upload.status_code == 200, upload.text
+    body: dict[str, object] = {
+        "model": TEST_MODEL,
+        "training_file": upload.json()["id"],
+        "hyperparameters": hyperparameters,
+    }
+    if seed is not None:
+        body["seed"] = seed
+    job = client.post("/v1/fine_tuning/jobs", json=body)
+    assert job.status_code == 200, job.text
+    return str(job.json()["id"])

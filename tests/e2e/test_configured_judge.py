@@ -6,13 +6,16 @@ SmolLM2-135M is the judge here only to prove the plumbing (policy -> worker -> r
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 
-from tests.e2e.service import E2E_POLICY, TEST_MODEL, LiveService, wait_for_status
+from tests.e2e.service import (
+    E2E_POLICY,
+    TEST_MODEL,
+    LiveService,
+    create_small_job,
+    wait_for_status,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 PERMISSIVE_GATE = {
     "thresholds": {"max_harmful_score": 1.0, "max_harmful_increase": 1.0, "max_over_refusal": 1.0},
     "on_failure": "fail",
@@ -38,29 +41,15 @@ def test_the_policy_judge_model_grades_the_job(live_service: LiveService) -> Non
     with httpx.Client(
         base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
     ) as http:
-        lines = (ROOT / "examples" / "chat_math.jsonl").read_text().splitlines()[:8]
-        upload = http.post(
-            "/v1/files",
-            data={"purpose": "fine-tune"},
-            files={"file": ("train.jsonl", "\n".join(lines).encode() + b"\n")},
-        )
-        assert upload.status_code == 200, upload.text
-        job = http.post(
-            "/v1/fine_tuning/jobs",
-            json={
-                "model": TEST_MODEL,
-                "training_file": upload.json()["id"],
-                "hyperparameters": {"n_epochs": 1, "batch_size": 4},
-            },
-        ).json()
+        job_id = create_small_job(http, 8, {"n_epochs": 1, "batch_size": 4})
         try:
-            done = wait_for_status(http, job["id"], {"succeeded", "failed", "cancelled"}, 600)
+            done = wait_for_status(http, job_id, {"succeeded", "failed", "cancelled"}, 600)
         except TimeoutError:
-            events = http.get(f"/v1/fine_tuning/jobs/{job['id']}/events").json()["data"]
+            events = http.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()["data"]
             messages = [e["message"] for e in events]
             raise AssertionError((messages, live_service.log("worker"))) from None
         assert done["status"] == "succeeded", (done, live_service.log("worker"))
-        stored_report = http.get(f"/v1/fine_tuning/jobs/{job['id']}/safety_report").json()
+        stored_report = http.get(f"/v1/fine_tuning/jobs/{job_id}/safety_report").json()
     assert stored_report["verdict"] == "passed"
     report = stored_report["report"]
     assert report["judge"] == "llm"

@@ -8,9 +8,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.e2e.service import TEST_MODEL, LiveService, wait_for_status
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.service import LiveService, create_small_job, wait_for_status
 
 
 def _events(client: httpx.Client, job_id: str) -> list[dict[str, object]]:
@@ -25,23 +23,7 @@ def test_sigkilled_worker_job_resumes_from_checkpoint(
     client = httpx.Client(
         base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
     )
-    rows = (ROOT / "examples" / "chat_math.jsonl").read_text().splitlines()[:24]
-    upload = client.post(
-        "/v1/files",
-        data={"purpose": "fine-tune"},
-        files={"file": ("train.jsonl", "\n".join(rows) + "\n")},
-    )
-    assert upload.status_code == 200, upload.text
-    job = client.post(
-        "/v1/fine_tuning/jobs",
-        json={
-            "model": TEST_MODEL,
-            "training_file": upload.json()["id"],
-            "seed": 5,
-            "hyperparameters": {"n_epochs": 1, "batch_size": 2},
-        },
-    ).json()
-    job_id = job["id"]
+    job_id = create_small_job(client, 24, {"n_epochs": 1, "batch_size": 2}, seed=5)
 
     deadline = time.monotonic() + 300
     while not any(e["type"] == "checkpoint" for e in _events(client, job_id)):
