@@ -27,6 +27,10 @@ def test_the_policy_judge_model_grades_the_job(live_service: LiveService) -> Non
         **E2E_POLICY["evaluation"],  # type: ignore[dict-item]
         "judge": "llm",
         "judge_model": TEST_MODEL,
+        # Few prompts: the judge generates a grade for every reply of both models.
+        "num_harmful": 4,
+        "num_benign": 2,
+        "task_format": False,
     }
     with live_service.admin() as admin:
         bad = admin.put("/policy", json={**E2E_POLICY, "evaluation": {"judge": "llm"}})
