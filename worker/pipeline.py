@@ -249,7 +249,8 @@ def run_pipeline(
             with deadline(plan.evaluation.timeout_seconds):
                 peft_model = _reload_adapter(model, peft_model, paths.adapter_dir)
                 peft_model.eval()
-                thresholds = PolicyThresholds(**plan.thresholds) if plan.thresholds else None
+                # Thresholds the policy leaves out take their defaults: the gate always decides.
+                thresholds = PolicyThresholds(**plan.thresholds)
                 # Inside the fail-closed block: a judge that cannot be loaded releases nothing.
                 judge_model = plan.evaluation.judge_model
                 judge_dir = (

@@ -31,9 +31,14 @@ def test_sap_knobs_mirror_sap_config() -> None:
     assert set(SapKnobs.model_fields) == config_fields
 
 
-def test_gate_thresholds_mirror_the_policy_thresholds() -> None:
-    names = {f.name for f in dataclasses.fields(PolicyThresholds)}
-    assert set(Thresholds.model_fields) == names
+def test_gate_thresholds_mirror_the_policy_thresholds_and_their_defaults() -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(PolicyThresholds)}
+    assert {name: f.default for name, f in Thresholds.model_fields.items()} == defaults
+    # A partial block is valid: what it leaves out takes the default, the gate still decides.
+    stored = validate_policy({**SHIPPED, "gate": {"thresholds": {"max_harmful_score": 0.2}}})
+    thresholds = PolicyThresholds(**stored["gate"]["thresholds"])
+    assert thresholds == PolicyThresholds(max_harmful_score=0.2)
+    assert thresholds.max_over_refusal == SHIPPED["gate"]["thresholds"]["max_over_refusal"]
 
 
 def test_every_knob_the_schema_accepts_builds_a_sap_config() -> None:
@@ -60,7 +65,6 @@ def test_every_knob_the_schema_accepts_builds_a_sap_config() -> None:
     [
         ({"allowed_models": "qwen"}, "allowed_models"),
         ({"gate": {"thresholds": {**THRESHOLDS, "max_harmful_scor": 0.4}}}, "gate.thresholds"),
-        ({"gate": {"thresholds": {"max_harmful_score": 0.5}}}, "gate.thresholds"),
         (
             {"gate": {"thresholds": {**THRESHOLDS, "max_over_refusal": 1.5}}},
             "gate.thresholds.max_over_refusal",
