@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,64}$")]
-JUDGES = ("keyword", "classifier", "llm")
 
 
 class PolicyError(ValueError):

@@ -138,7 +138,8 @@ def plan_job(
         task_format=bool(eval_policy.get("task_format", True)),
     )
     gate = policy.get("gate", {})
-    thresholds = {k: float(v) for k, v in gate.get("thresholds", {}).items()}
+    # An optional threshold stored as null is unset (PolicyThresholds' default applies).
+    thresholds = {k: float(v) for k, v in (gate.get("thresholds") or {}).items() if v is not None}
     return JobPlan(
         train=train,
         mix=mix,

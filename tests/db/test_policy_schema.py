@@ -14,11 +14,24 @@ from db.policy_schema import PolicyError, SapKnobs, Thresholds, validate_policy
 from db.repositories.policy import PolicyRepository, load_policy_file
 from sap_core.config import SapConfig
 from sap_core.evaluation.policy import PolicyThresholds
-from worker.job_spec import plan_job
+from worker.job_spec import JobPlan, plan_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = yaml.safe_load((ROOT / "policy.yaml").read_text(encoding="utf-8"))
 THRESHOLDS = {"max_harmful_score": 0.5, "max_harmful_increase": 0.1, "max_over_refusal": 0.6}
+
+
+def _plan(policy: dict[str, Any]) -> JobPlan:
+    return plan_job(
+        hyperparameters={},
+        safety={},
+        policy=policy,
+        seed=0,
+        n_examples=4,
+        model_path="/m",
+        output_dir="/o",
+        device="cpu",
+    )
 
 
 def test_the_shipped_policy_file_validates_unchanged() -> None:
@@ -39,6 +52,12 @@ def test_gate_thresholds_mirror_the_policy_thresholds_and_their_defaults() -> No
     thresholds = PolicyThresholds(**stored["gate"]["thresholds"])
     assert thresholds == PolicyThresholds(max_harmful_score=0.2)
     assert thresholds.max_over_refusal == SHIPPED["gate"]["thresholds"]["max_over_refusal"]
+    # An optional threshold sent as null is stored as null and read as unset by the worker.
+    nulls = validate_policy(
+        {**SHIPPED, "gate": {"thresholds": {"max_benign_unhelpful": None}, "on_failure": "fail"}}
+    )
+    plan = _plan(nulls)
+    assert PolicyThresholds(**plan.thresholds) == PolicyThresholds()
 
 
 def test_every_knob_the_schema_accepts_builds_a_sap_config() -> None:
@@ -94,16 +113,7 @@ def test_the_stored_document_keeps_only_what_was_set() -> None:
     stored = validate_policy({"allowed_models": ["m"], "evaluation": {"num_harmful": "8"}})
     assert stored == {"allowed_models": ["m"], "evaluation": {"num_harmful": 8}}
     # A minimal policy is a real one: the worker's defaults fill in the rest.
-    plan = plan_job(
-        hyperparameters={},
-        safety={},
-        policy=stored,
-        seed=0,
-        n_examples=4,
-        model_path="/m",
-        output_dir="/o",
-        device="cpu",
-    )
+    plan = _plan(stored)
     assert plan.evaluation.num_harmful == 8
     assert plan.thresholds == {}
 
