@@ -155,6 +155,12 @@ def run_pipeline(
         torch.set_num_threads(max(1, torch.get_num_threads()))
         model, tokenizer = load_model_and_tokenizer(model_dir, device=device)
         plan = plan_factory(len(conversations), model_dir)
+        # The judge's weights are resolved before training: a policy naming a judge that is not
+        # available fails the job now (model_unavailable), not after the training.
+        judge_model = plan.evaluation.judge_model
+        judge_dir = (
+            _ensure_model(judge_model, settings.model_cache_dir, say) if judge_model else None
+        )
         corpus = _load_or_build_corpus(
             model_name, settings.corpus_dir, model, tokenizer, plan.mix.refusal_source, say
         )
@@ -251,13 +257,6 @@ def run_pipeline(
                 peft_model.eval()
                 # Thresholds the policy leaves out take their defaults: the gate always decides.
                 thresholds = PolicyThresholds(**plan.thresholds)
-                # Inside the fail-closed block: a judge that cannot be loaded releases nothing.
-                judge_model = plan.evaluation.judge_model
-                judge_dir = (
-                    _ensure_model(judge_model, settings.model_cache_dir, say)
-                    if judge_model
-                    else None
-                )
                 report = evaluate_safety(
                     peft_model,
                     tokenizer,

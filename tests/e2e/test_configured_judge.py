@@ -58,3 +58,29 @@ def test_the_policy_judge_model_grades_the_job(live_service: LiveService) -> Non
     report = stored_report["report"]
     assert report["judge"] == "llm"
     assert report["models"]["fine_tuned"]["harmful"]["n"] == evaluation["num_harmful"]
+
+
+def test_a_judge_the_registry_lacks_fails_the_job_before_training(
+    live_service: LiveService,
+) -> None:
+    evaluation = {
+        **E2E_POLICY["evaluation"],  # type: ignore[dict-item]
+        "judge": "llm",
+        "judge_model": "no-such-judge",
+    }
+    with live_service.admin() as admin:
+        stored = admin.put("/policy", json={**E2E_POLICY, "evaluation": evaluation})
+        assert stored.status_code == 200, stored.text
+    key = live_service.create_tenant("unjudged-customer")
+    with httpx.Client(
+        base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
+        job_id = create_small_job(http, 8, {"n_epochs": 1, "batch_size": 4})
+        done = wait_for_status(http, job_id, {"succeeded", "failed", "cancelled"}, 300)
+        events = http.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()["data"]
+    assert done["status"] == "failed", done
+    error = done["error"]
+    assert error["code"] == "model_unavailable"  # type: ignore[index]
+    assert "no-such-judge" in error["message"]  # type: ignore[index]
+    assert not any(e["type"] == "metrics" for e in events)
+    assert not done["result_files"]
