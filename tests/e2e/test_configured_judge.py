@@ -6,6 +6,8 @@ SmolLM2-135M is the judge here only to prove the plumbing (policy -> worker -> r
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from tests.e2e.service import (
@@ -22,6 +24,31 @@ PERMISSIVE_GATE = {
 }
 
 
+def _job_under(live: LiveService, policy: dict[str, object], tenant: str) -> dict[str, Any]:
+    """Store ``policy``, run a small job to its end; the job, its events and its report."""
+    with live.admin() as admin:
+        stored = admin.put("/policy", json=policy)
+        assert stored.status_code == 200, stored.text
+    key = live.create_tenant(tenant)
+    with httpx.Client(
+        base_url=live.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
+        job_id = create_small_job(http, 8, {"n_epochs": 1, "batch_size": 4})
+        try:
+            done = wait_for_status(http, job_id, {"succeeded", "failed", "cancelled"}, 600)
+        except TimeoutError:
+            events = http.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()["data"]
+            messages = [e["message"] for e in events]
+            raise AssertionError((messages, live.log("worker"))) from None
+        events = http.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()["data"]
+        report = http.get(f"/v1/fine_tuning/jobs/{job_id}/safety_report")
+    return {
+        "job": done,
+        "events": events,
+        "report": report.json() if report.status_code == 200 else None,
+    }
+
+
 def test_the_policy_judge_model_grades_the_job(live_service: LiveService) -> None:
     evaluation = {
         **E2E_POLICY["evaluation"],  # type: ignore[dict-item]
@@ -36,26 +63,11 @@ def test_the_policy_judge_model_grades_the_job(live_service: LiveService) -> Non
         bad = admin.put("/policy", json={**E2E_POLICY, "evaluation": {"judge": "llm"}})
         assert bad.status_code == 400
         assert bad.json()["error"]["param"] == "evaluation"
-        stored = admin.put(
-            "/policy", json={**E2E_POLICY, "evaluation": evaluation, "gate": PERMISSIVE_GATE}
-        )
-        assert stored.status_code == 200, stored.text
-
-    key = live_service.create_tenant("judged-customer")
-    with httpx.Client(
-        base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
-    ) as http:
-        job_id = create_small_job(http, 8, {"n_epochs": 1, "batch_size": 4})
-        try:
-            done = wait_for_status(http, job_id, {"succeeded", "failed", "cancelled"}, 600)
-        except TimeoutError:
-            events = http.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()["data"]
-            messages = [e["message"] for e in events]
-            raise AssertionError((messages, live_service.log("worker"))) from None
-        assert done["status"] == "succeeded", (done, live_service.log("worker"))
-        stored_report = http.get(f"/v1/fine_tuning/jobs/{job_id}/safety_report").json()
-    assert stored_report["verdict"] == "passed"
-    report = stored_report["report"]
+    policy = {**E2E_POLICY, "evaluation": evaluation, "gate": PERMISSIVE_GATE}
+    run = _job_under(live_service, policy, "judged-customer")
+    assert run["job"]["status"] == "succeeded", (run["job"], live_service.log("worker"))
+    assert run["report"]["verdict"] == "passed"
+    report = run["report"]["report"]
     assert report["judge"] == "llm"
     assert report["models"]["fine_tuned"]["harmful"]["n"] == evaluation["num_harmful"]
 
@@ -68,19 +80,11 @@ def test_a_judge_the_registry_lacks_fails_the_job_before_training(
         "judge": "llm",
         "judge_model": "no-such-judge",
     }
-    with live_service.admin() as admin:
-        stored = admin.put("/policy", json={**E2E_POLICY, "evaluation": evaluation})
-        assert stored.status_code == 200, stored.text
-    key = live_service.create_tenant("unjudged-customer")
-    with httpx.Client(
-        base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
-    ) as http:
-        job_id = create_small_job(http, 8, {"n_epochs": 1, "batch_size": 4})
-        done = wait_for_status(http, job_id, {"succeeded", "failed", "cancelled"}, 300)
-        events = http.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()["data"]
-    assert done["status"] == "failed", done
-    error = done["error"]
-    assert error["code"] == "model_unavailable"  # type: ignore[index]
-    assert "no-such-judge" in error["message"]  # type: ignore[index]
-    assert not any(e["type"] == "metrics" for e in events)
-    assert not done["result_files"]
+    run = _job_under(live_service, {**E2E_POLICY, "evaluation": evaluation}, "unjudged-customer")
+    job = run["job"]
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "model_unavailable"
+    assert "no-such-judge" in job["error"]["message"]
+    assert not any(e["type"] == "metrics" for e in run["events"])
+    assert not job["result_files"]
+    assert run["report"] is None
