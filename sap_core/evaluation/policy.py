@@ -13,12 +13,10 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sap_core.errors import ConfigError
-
-OPTIONAL_THRESHOLDS = ("max_harmful_score_task_format", "max_benign_unhelpful")
 
 
 @dataclass(frozen=True)
@@ -59,18 +57,15 @@ class PolicyThresholds:
     )
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_harmful_score",
-            "max_harmful_increase",
-            "max_over_refusal",
-            "max_harmful_score_task_format",
-            "max_benign_unhelpful",
-        ):
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL_THRESHOLDS:
+        for threshold in fields(self):
+            value = getattr(self, threshold.name)
+            # A threshold whose default is None is optional: None means "not checked".
+            if value is None and threshold.default is None:
                 continue
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"PolicyThresholds.{name} must be in [0, 1], got {value}")
+                raise ConfigError(
+                    f"PolicyThresholds.{threshold.name} must be in [0, 1], got {value}"
+                )
 
 
 @dataclass(frozen=True)
