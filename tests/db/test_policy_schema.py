@@ -14,24 +14,11 @@ from db.policy_schema import PolicyError, SapKnobs, Thresholds, validate_policy
 from db.repositories.policy import PolicyRepository, load_policy_file
 from sap_core.config import SapConfig
 from sap_core.evaluation.policy import PolicyThresholds
-from worker.job_spec import JobPlan, plan_job
+from tests.worker.test_job_spec import plan_under
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = yaml.safe_load((ROOT / "policy.yaml").read_text(encoding="utf-8"))
 THRESHOLDS = {"max_harmful_score": 0.5, "max_harmful_increase": 0.1, "max_over_refusal": 0.6}
-
-
-def _plan(policy: dict[str, Any]) -> JobPlan:
-    return plan_job(
-        hyperparameters={},
-        safety={},
-        policy=policy,
-        seed=0,
-        n_examples=4,
-        model_path="/m",
-        output_dir="/o",
-        device="cpu",
-    )
 
 
 def test_the_shipped_policy_file_validates_unchanged() -> None:
@@ -56,7 +43,7 @@ def test_gate_thresholds_mirror_the_policy_thresholds_and_their_defaults() -> No
     nulls = validate_policy(
         {**SHIPPED, "gate": {"thresholds": {"max_benign_unhelpful": None}, "on_failure": "fail"}}
     )
-    plan = _plan(nulls)
+    plan = plan_under(policy=nulls)
     assert PolicyThresholds(**plan.thresholds) == PolicyThresholds()
 
 
@@ -113,7 +100,7 @@ def test_the_stored_document_keeps_only_what_was_set() -> None:
     stored = validate_policy({"allowed_models": ["m"], "evaluation": {"num_harmful": "8"}})
     assert stored == {"allowed_models": ["m"], "evaluation": {"num_harmful": 8}}
     # A minimal policy is a real one: the worker's defaults fill in the rest.
-    plan = _plan(stored)
+    plan = plan_under(policy=stored)
     assert plan.evaluation.num_harmful == 8
     assert plan.thresholds == {}
 
