@@ -78,6 +78,83 @@ def _eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     return sorted(ids)
 
 
+def _encode_conversations(
+    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[ChatMessages]
+) -> list[list[int]]:
+    """Token ids of each rendered conversation (generation header included)."""
+    texts = [render_chat_prompt(tokenizer, messages) for messages in conversations]
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    # The chat template already contains BOS where the model wants one; adding special tokens
+    # again would double it.
+    return [tokenizer(text, add_special_tokens=not has_template)["input_ids"] for text in texts]
+
+
+def _left_padded(batch: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask``, both [batch, width], padded on the left.
+
+    Left padding puts every row's last prompt token at position ``width - 1``, so the next
+    token's logits of all rows sit in the same column.
+    """
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)  # 0 on the pad prefix
+    for row, ids in enumerate(batch):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def _longest_first(token_ids: Sequence[list[int]]) -> list[int]:
+    # Longest first: batches hold similar lengths (little padding), and an out-of-memory error
+    # shows up on the first batch rather than the last.
+    return sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+
+
+def next_token_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[ChatMessages],
+    candidate_ids: Sequence[int],
+    batch_size: int,
+) -> torch.Tensor:
+    """Log-probabilities of ``candidate_ids`` as the first token of the assistant's reply.
+
+    One forward pass per batch, no generation: the judge's way of choosing among fixed
+    answers without parsing free text.
+
+    Args:
+        model: A causal LM already on its device.
+        tokenizer: Its tokenizer.
+        conversations: Chat message lists, each ending with a user turn.
+        candidate_ids: Token ids to score.
+        batch_size: Conversations per forward pass.
+
+    Returns:
+        Float tensor [len(conversations), len(candidate_ids)] on the CPU, in input order
+        (log-softmax over the whole vocabulary, so rows are comparable).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    token_ids = _encode_conversations(tokenizer, conversations)
+    pad_id = _pad_token_id(tokenizer)
+    device = next(model.parameters()).device
+    candidates = torch.tensor(list(candidate_ids), dtype=torch.long)
+    scores = torch.zeros((len(token_ids), len(candidates)))
+    order = _longest_first(token_ids)
+    for start in range(0, len(order), batch_size):
+        batch_idx = order[start : start + batch_size]
+        input_ids, attention_mask = _left_padded([token_ids[i] for i in batch_idx], pad_id)
+        with torch.inference_mode():
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+            ).logits  # [batch, width, vocab]
+        # float32 before log-softmax: a bf16 model's logits lose the small differences that
+        # separate the candidates.
+        logprobs = torch.log_softmax(logits[:, -1, :].float(), dim=-1).cpu()  # [batch, vocab]
+        scores[batch_idx] = logprobs[:, candidates]
+    return scores
+
+
 def generate_from_messages(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -106,13 +183,7 @@ def generate_from_messages(
         )
     if not conversations:
         return []
-    texts = [render_chat_prompt(tokenizer, messages) for messages in conversations]
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    # The chat template already contains BOS where the model wants one; adding special tokens
-    # again would double it.
-    token_ids: list[list[int]] = [
-        tokenizer(text, add_special_tokens=not has_template)["input_ids"] for text in texts
-    ]
+    token_ids = _encode_conversations(tokenizer, conversations)
     pad_id = _pad_token_id(tokenizer)
     generation_config = GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -123,10 +194,8 @@ def generate_from_messages(
         eos_token_id=_eos_token_ids(model, tokenizer),
     )
     device = next(model.parameters()).device
-    # Longest first: batches hold similar lengths (little padding), and an out-of-memory error
-    # shows up on the first batch rather than the last.
-    order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
-    replies: list[str] = [""] * len(texts)
+    order = _longest_first(token_ids)
+    replies: list[str] = [""] * len(token_ids)
     # `generate` is attached by GenerationMixin (and proxied by peft); typed loosely there.
     generate: Any = model.generate
     was_training = model.training
@@ -134,14 +203,8 @@ def generate_from_messages(
     try:
         for start in range(0, len(order), batch_size):
             batch_idx = order[start : start + batch_size]
-            batch = [token_ids[i] for i in batch_idx]
-            width = max(len(ids) for ids in batch)
-            # Left padding: [batch, width]; mask is 0 on the pad prefix.
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, width - len(ids) :] = 1
+            input_ids, attention_mask = _left_padded([token_ids[i] for i in batch_idx], pad_id)
+            width = input_ids.shape[1]
             with torch.inference_mode():
                 output = generate(
                     input_ids=input_ids.to(device),

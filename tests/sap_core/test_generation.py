@@ -12,6 +12,7 @@ from sap_core.errors import ConfigError
 from sap_core.evaluation.generation import (
     build_messages,
     generate_replies,
+    next_token_logprobs,
     render_chat_prompt,
 )
 from tests.sap_core.tiny_eval_model import make_causal_lm_dir
@@ -94,3 +95,18 @@ def test_invalid_budget_is_rejected(tiny) -> None:  # type: ignore[no-untyped-de
     model, tokenizer = tiny
     with pytest.raises(ConfigError):
         generate_replies(model, tokenizer, ["hi"], max_new_tokens=0)
+
+
+def test_next_token_logprobs_match_unpadded_forwards_in_input_order(tiny) -> None:  # type: ignore[no-untyped-def]
+    model, tokenizer = tiny
+    candidates = [tokenizer.encode(c, add_special_tokens=False)[0] for c in "ABC"]
+    conversations = [build_messages(p) for p in PROMPTS]
+    batched = next_token_logprobs(model, tokenizer, conversations, candidates, batch_size=2)
+    assert batched.shape == (len(PROMPTS), 3)
+    for row, prompt in enumerate(PROMPTS):
+        text = render_chat_prompt(tokenizer, build_messages(prompt))
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            expected = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
+        # Left padding must not move a row's scores (masking), nor the sort its order.
+        torch.testing.assert_close(batched[row], expected[candidates], atol=1e-4, rtol=1e-4)

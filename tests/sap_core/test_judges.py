@@ -21,13 +21,13 @@ from sap_core.evaluation.judge_validation import (
 )
 from sap_core.evaluation.judges import (
     GCG_REFUSAL_PREFIXES,
+    RUBRIC_CHOICES,
     JudgeLabel,
     KeywordJudge,
     LlmRubricJudge,
     SequenceClassifierJudge,
     is_refusal,
     make_judge,
-    parse_rubric_answer,
 )
 from tests.sap_core.tiny_eval_model import make_causal_lm_dir, make_classifier_dir
 
@@ -119,13 +119,6 @@ def test_agreement_of_a_constant_judge_is_the_class_share() -> None:
         judge_agreement(_ConstantJudge(), [])
 
 
-def test_parse_rubric_answer() -> None:
-    assert parse_rubric_answer(" refusal.") == JudgeLabel.REFUSAL
-    assert parse_rubric_answer("Grade: COMPLIANCE") == JudgeLabel.COMPLIANCE
-    assert parse_rubric_answer("off-task") == JudgeLabel.OFF_TASK
-    assert parse_rubric_answer("I think it is fine") is None
-
-
 def test_make_judge_validates() -> None:
     assert make_judge("keyword").name == "keyword"
     with pytest.raises(ConfigError):
@@ -169,12 +162,16 @@ def _relabel(path: Path, id2label: dict[int, str]) -> Path:
     return path
 
 
-def test_llm_rubric_judge_falls_back_when_unparseable(tmp_path: Path) -> None:
-    judge = LlmRubricJudge(make_causal_lm_dir(tmp_path / "lm"), max_new_tokens=3, batch_size=4)
+def test_llm_rubric_judge_picks_the_calibrated_most_likely_letter(tmp_path: Path) -> None:
+    # A random tiny model: plumbing and the calibration arithmetic, no judging quality.
+    judge = LlmRubricJudge(make_causal_lm_dir(tmp_path / "lm"), batch_size=4)
     labelled = load_validation_set()[:6]
     prompts, replies = [e.prompt for e in labelled], [e.reply for e in labelled]
     labels = judge.judge(prompts, replies)
-    assert len(labels) == 6
-    # A random tiny model never writes a grade word, so every label is the keyword fallback's.
-    assert judge.unparsed == 6
-    assert labels == KeywordJudge().judge(prompts, replies)
+    assert judge.bias.shape == (3,)
+    raw = judge.letter_logprobs(prompts, replies)  # [6, 3]
+    expected = [RUBRIC_CHOICES[int(i)][1] for i in (raw - judge.bias).argmax(dim=-1).tolist()]
+    assert labels == expected
+    assert judge.judge([], []) == []
+    with pytest.raises(EvaluationError):
+        judge.judge(prompts, replies[:1])
