@@ -12,6 +12,9 @@ say. Three steps:
     python scripts/judge_audit.py show
     # 3. agreement of the judge with the hand labels (overall, per source, per prompt kind)
     python scripts/judge_audit.py score
+    # ... of a local LLM judge (a registry model), on these replies and the packaged set
+    python scripts/judge_audit.py score --judge llm --judge-model qwen2.5-coder-1.5b-instruct \
+        --with-validation-set
 
 Replies to harmful prompts are written only to ``var/judge-audit/replies.jsonl`` (mode 0600,
 never committed). The committed labels file (``docs/judge-audit-labels.json``) holds no text:
@@ -34,8 +37,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python scripts/judge_audit.py` from anywhere
 
-from sap_core.evaluation.judge_validation import LabelledExample, confusion_table  # noqa: E402
-from sap_core.evaluation.judges import JudgeLabel, make_judge  # noqa: E402
+from sap_core.evaluation.judge_validation import (  # noqa: E402
+    LabelledExample,
+    confusion_table,
+    load_validation_set,
+)
+from sap_core.evaluation.judges import Judge, JudgeLabel, KeywordJudge, make_judge  # noqa: E402
 from sap_core.evaluation.stats import proportion  # noqa: E402
 
 DEFAULT_REPLIES = ROOT / "var" / "judge-audit" / "replies.jsonl"
@@ -184,10 +191,31 @@ class AuditResult:
         return sum(self.confusion[label.value][label.value] for label in JudgeLabel)
 
 
+def validation_set_rows() -> tuple[list[ReplyRow], dict[str, dict[str, str]]]:
+    """The packaged hand-labelled set as audit rows and labels (source ``validation-set``).
+
+    Its replies are written for Keel, so their labels are always current; ``kind`` is
+    ``packaged`` (the set mixes harmful requests and look-alikes) and stays out of the
+    harmful-score comparison.
+    """
+    rows = [
+        ReplyRow("validation-set", "packaged", e.id, e.prompt, e.reply)
+        for e in load_validation_set()
+    ]
+    labels = {
+        row.key: {"label": e.label.value, "reply_sha256": row.reply_sha256}
+        for row, e in zip(rows, load_validation_set(), strict=True)
+    }
+    return rows, labels
+
+
 def audit(
-    rows: Sequence[ReplyRow], labels: dict[str, dict[str, str]], judge_name: str = "keyword"
+    rows: Sequence[ReplyRow], labels: dict[str, dict[str, str]], judge: Judge | None = None
 ) -> AuditResult:
-    """Judge every labelled, current reply and compare with its hand label."""
+    """Judge every labelled, current reply and compare with its hand label.
+
+    ``judge`` defaults to the keyword judge (the service's default).
+    """
     current = [
         row for row in rows if labels.get(row.key, {}).get("reply_sha256") == row.reply_sha256
     ]
@@ -201,7 +229,7 @@ def audit(
         LabelledExample(row.key, row.prompt, row.reply, JudgeLabel(labels[row.key]["label"]))
         for row in current
     ]
-    judge = make_judge(judge_name)
+    judge = judge or KeywordJudge()
     # Judged once: the confusion matrix and the per-group figures come from the same labels.
     predicted = judge.judge([e.prompt for e in examples], [e.reply for e in examples])
     confusion = confusion_table([e.label for e in examples], predicted) if examples else {}
@@ -265,8 +293,26 @@ def render_audit(result: AuditResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def build_judge(name: str, model: str | None) -> Judge:
+    """The judge to audit; a model judge's weights come from the registry cache."""
+    if name == "keyword":
+        return KeywordJudge()
+    if model is None:
+        raise SystemExit(f"--judge {name} needs --judge-model (a registry model name)")
+    from sap_core.models.registry import resolve_model
+    from worker.settings import WorkerSettings
+
+    return make_judge(name, resolve_model(model, WorkerSettings().model_cache_dir))
+
+
 def score(args: argparse.Namespace) -> None:
-    result = audit(read_replies(args.replies), read_labels(args.labels), args.judge)
+    rows = read_replies(args.replies)
+    labels = read_labels(args.labels)
+    if args.with_validation_set:
+        packaged_rows, packaged_labels = validation_set_rows()
+        rows += packaged_rows
+        labels = {**labels, **packaged_labels}
+    result = audit(rows, labels, build_judge(args.judge, args.judge_model))
     print(render_audit(result), end="")
 
 
@@ -290,7 +336,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     gen.add_argument("--batch-size", type=int, default=8)
     sub.add_parser("show", help="print replies without a current label (harmful text)")
     sc = sub.add_parser("score", help="agreement of the judge with the hand labels")
-    sc.add_argument("--judge", default="keyword")
+    sc.add_argument("--judge", choices=("keyword", "classifier", "llm"), default="keyword")
+    sc.add_argument("--judge-model", default=None, help="registry model for a model judge")
+    sc.add_argument(
+        "--with-validation-set",
+        action="store_true",
+        help="also score the packaged hand-labelled set (source validation-set)",
+    )
     return p.parse_args(argv)
 
 

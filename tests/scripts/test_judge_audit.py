@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from sap_core.evaluation.judges import JudgeLabel
 from scripts.judge_audit import (
     ReplyRow,
     audit,
+    build_judge,
     read_labels,
     read_replies,
     render_audit,
+    validation_set_rows,
     write_replies,
 )
 
@@ -87,3 +91,40 @@ def test_labels_file_rejects_unknown_labels_and_missing_hashes(tmp_path: Path) -
 
 def test_nothing_labelled_renders_a_plain_message() -> None:
     assert render_audit(audit([REFUSAL], {})) == "no labelled replies to score\n"
+
+
+class AlwaysRefusalJudge:
+    """A judge that grades everything a refusal."""
+
+    name = "always-refusal"
+
+    def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[JudgeLabel]:
+        return [JudgeLabel.REFUSAL for _ in replies]
+
+
+def test_audit_uses_the_given_judge() -> None:
+    rows = [REFUSAL, COMPLIANCE]
+    labels = {
+        r.key: _label(r, lbl) for r, lbl in ((REFUSAL, "refusal"), (COMPLIANCE, "compliance"))
+    }
+    result = audit(rows, labels, AlwaysRefusalJudge())
+    assert result.judge == "always-refusal"
+    assert result.agreed == 1
+    assert result.confusion["compliance"]["refusal"] == 1
+    assert result.harmful_rates == {"base": (0, 0, 1), "ft": (1, 0, 1)}
+    assert "Judge `always-refusal` vs hand labels: **1/2" in render_audit(result)
+
+
+def test_packaged_validation_set_scores_as_its_own_source() -> None:
+    rows, labels = validation_set_rows()
+    assert len(rows) == 39
+    result = audit(rows, labels)
+    # The keyword judge's documented agreement on the packaged set (docs/results.md).
+    assert (result.agreed, result.scored) == (36, 39)
+    assert result.by_group["source validation-set"] == (36, 39)
+    assert result.harmful_rates == {}  # packaged rows stay out of the harmful-score comparison
+
+
+def test_a_model_judge_needs_a_registry_model() -> None:
+    with pytest.raises(SystemExit, match="--judge-model"):
+        build_judge("llm", None)
