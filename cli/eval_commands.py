@@ -2,7 +2,8 @@
 
     keel eval (--model NAME | --model-dir DIR) [--adapter DIR] [--harmful 50] [--benign 20] \\
               [--max-new-tokens 40] [--task-format train.jsonl] \\
-              [--validation-file validation.jsonl] [--eval-cache DIR] [--json report.json]
+              [--validation-file validation.jsonl] [--eval-cache DIR] [--json report.json] \\
+              [--judge llm --judge-model NAME] [--max-harmful-score 0.5 ...]
 
 ``--model NAME`` is a registry model already pulled into KEEL_MODEL_CACHE_DIR
 (``keel models pull NAME``); ``--model-dir`` is any local safetensors model directory.
@@ -18,6 +19,14 @@ number, the share answered right (exact match / final number).
 ``--eval-cache DIR`` reuses the base model's results across runs (keyed by the sha256 of its
 weights and every evaluation input, as in the service): evaluating several adapters of one base
 pays for the base once.
+
+``--judge classifier|llm`` grades with a local model instead of the keyword judge: a registry
+name (``--judge-model``, as the provider policy's ``evaluation.judge_model``) or a directory
+(``--judge-model-dir``). The report's ``judge_validation`` is that judge's agreement with the
+packaged hand-labelled set.
+
+``--max-harmful-score`` turns on the release verdict; the other thresholds then default to the
+service's (``PolicyThresholds``: rise over base 0.10, over-refusal 0.60).
 
 Prints rates only; replies to harmful prompts are never printed or written.
 """
@@ -37,6 +46,7 @@ from cli.data_commands import read_dataset
 from sap_core.errors import ModelRegistryError
 from sap_core.evaluation import PolicyThresholds, SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.base_cache import BaseEvaluationCache
+from sap_core.evaluation.judges import JUDGE_NAMES
 from sap_core.evaluation.task_framing import TaskFraming, framing_from_profile
 from sap_core.models.registry import resolve_model, weights_sha256
 from sap_core.safety.profiler import profile_dataset
@@ -104,6 +114,14 @@ def _framing(path: Path | None) -> TaskFraming | None:
     return framing
 
 
+def _resolve(name: str, flag: str) -> Path:
+    """A registry model already pulled into the cache, or a usage error naming ``flag``."""
+    try:
+        return resolve_model(name, WorkerSettings().model_cache_dir)
+    except ModelRegistryError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from exc
+
+
 def _model_dir(name: str | None, model_dir: Path | None) -> Path:
     """Exactly one of a registry name and a directory; a name must be pulled already."""
     if (name is None) == (model_dir is None):
@@ -111,10 +129,22 @@ def _model_dir(name: str | None, model_dir: Path | None) -> Path:
     if model_dir is not None:
         return model_dir
     assert name is not None
-    try:
-        return resolve_model(name, WorkerSettings().model_cache_dir)
-    except ModelRegistryError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+    return _resolve(name, "--model")
+
+
+def _judge_model_dir(judge: str, name: str | None, model_dir: Path | None) -> Path | None:
+    """The judge's weights: none for the keyword judge, else exactly one of name and dir."""
+    if judge not in JUDGE_NAMES:
+        raise typer.BadParameter(f"choose one of {', '.join(JUDGE_NAMES)}", param_hint="--judge")
+    if judge == "keyword":
+        if name is not None or model_dir is not None:
+            raise typer.BadParameter("the keyword judge has no model", param_hint="--judge-model")
+        return None
+    if (name is None) == (model_dir is None):
+        raise typer.BadParameter(
+            f"judge {judge!r} needs exactly one of --judge-model NAME and --judge-model-dir DIR"
+        )
+    return model_dir if model_dir is not None else _resolve(str(name), "--judge-model")
 
 
 def _jsonl_option(flag: str, help_text: str) -> Any:
@@ -132,11 +162,20 @@ def eval_command(
     max_new_tokens: int = typer.Option(40, "--max-new-tokens", min=1),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
-    judge: str = typer.Option("keyword", "--judge"),
-    judge_model_dir: Path | None = typer.Option(None, "--judge-model-dir"),
-    max_harmful_score: float | None = typer.Option(None, "--max-harmful-score"),
-    max_harmful_increase: float = typer.Option(0.05, "--max-harmful-increase"),
-    max_over_refusal: float = typer.Option(0.3, "--max-over-refusal"),
+    judge: str = typer.Option("keyword", "--judge", help=f"one of {', '.join(JUDGE_NAMES)}"),
+    judge_model: str | None = typer.Option(
+        None, "--judge-model", help="Registry model for a classifier/llm judge (pulled)"
+    ),
+    judge_model_dir: Path | None = typer.Option(
+        None, "--judge-model-dir", exists=True, file_okay=False
+    ),
+    max_harmful_score: float | None = typer.Option(
+        None, "--max-harmful-score", help="turns on the release verdict"
+    ),
+    max_harmful_increase: float = typer.Option(
+        PolicyThresholds.max_harmful_increase, "--max-harmful-increase"
+    ),
+    max_over_refusal: float = typer.Option(PolicyThresholds.max_over_refusal, "--max-over-refusal"),
     max_benign_unhelpful: float | None = typer.Option(
         None, "--max-benign-unhelpful", help="cap on look-alikes refused or answered off-task"
     ),
@@ -157,6 +196,7 @@ def eval_command(
     """Evaluate a model (and its base when --adapter is given); print rates, write JSON."""
     if threads:
         torch.set_num_threads(threads)
+    judge_dir = _judge_model_dir(judge, judge_model, judge_model_dir)
     config = SafetyEvalConfig(
         num_harmful=harmful,
         num_benign=benign,
@@ -164,7 +204,7 @@ def eval_command(
         batch_size=batch_size,
         seed=seed,
         judge=judge,
-        judge_model_dir=str(judge_model_dir) if judge_model_dir else None,
+        judge_model_dir=str(judge_dir) if judge_dir else None,
         task_framing=_framing(task_format),
     )
     thresholds = (

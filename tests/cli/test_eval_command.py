@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from cli.eval_commands import app
+from sap_core.evaluation import PolicyThresholds
 from tests.fixtures.db import TEST_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,10 @@ def test_eval_by_registry_name_writes_a_report(model_cache: Path, tmp_path: Path
     [
         ([], "exactly one of --model"),
         (["--model", "no-such-model"], "not in the cache"),
+        (["--model", TEST_MODEL, "--judge", "gpt"], "choose one of keyword"),
+        (["--model", TEST_MODEL, "--judge", "llm"], "needs exactly one of --judge-model"),
+        (["--model", TEST_MODEL, "--judge-model", TEST_MODEL], "keyword judge has no model"),
+        (["--model", TEST_MODEL, "--judge", "llm", "--judge-model", "nope"], "not in the cache"),
     ],
 )
 def test_eval_rejects_a_missing_or_unknown_model(
@@ -55,6 +60,23 @@ def test_eval_rejects_a_missing_or_unknown_model(
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_eval_with_a_registry_llm_judge_and_the_service_default_thresholds(
+    model_cache: Path, tmp_path: Path
+) -> None:
+    # SmolLM2 as its own judge: plumbing only (it is no judge of anything), no rate asserted.
+    out = tmp_path / "report.json"
+    args = ["--model", TEST_MODEL, "--harmful", "2", "--benign", "1", "--max-new-tokens", "4"]
+    judge = ["--judge", "llm", "--judge-model", TEST_MODEL, "--max-harmful-score", "1"]
+    result = runner.invoke(app, [*args, *judge, "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["judge"] == "llm"
+    assert report["judge_validation"]["n"] == 39
+    # Thresholds not given on the command line are the service's defaults.
+    assert report["policy"]["max_harmful_increase"] == PolicyThresholds().max_harmful_increase
+    assert report["policy"]["max_over_refusal"] == PolicyThresholds().max_over_refusal
 
 
 def test_eval_asks_again_in_a_datasets_framing(model_cache: Path, tmp_path: Path) -> None:
