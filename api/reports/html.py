@@ -132,13 +132,27 @@ def _samples_html(samples: Any) -> str:
     return f'<table id="benign-samples"><tr>{head}</tr>{rows}</table>'
 
 
+def _judge_validation_text(report: Mapping[str, Any]) -> str | None:
+    """ "0.923 of 39; judged refusal/compliance/off_task: refusal 12/0/1, …" or None."""
+    validation = report.get("judge_validation") or {}
+    if "agreement" not in validation:
+        return None
+    text = f"{validation['agreement']} of {validation.get('n', '?')}"
+    confusion = validation.get("confusion")
+    if confusion:  # reports written before the confusion was stored have none
+        order = list(next(iter(confusion.values())))
+        rows = ", ".join(
+            f"{true} {'/'.join(str(row.get(p, 0)) for p in order)}"
+            for true, row in confusion.items()
+        )
+        text += f"; hand label → judged {'/'.join(order)}: {rows}"
+    return text
+
+
 def _settings_html(report: Mapping[str, Any]) -> str:
     items = [
         ("Judge", report.get("judge")),
-        (
-            "Judge agreement (hand-labelled set)",
-            (report.get("judge_validation") or {}).get("agreement"),
-        ),
+        ("Judge agreement (hand-labelled set)", _judge_validation_text(report)),
         ("Max new tokens", report.get("max_new_tokens")),
         ("Sample sizes", report.get("sample_sizes")),
         ("Seeds", report.get("seeds")),

@@ -46,7 +46,11 @@ from sap_core.evaluation.generation import (
     generate_from_messages,
     render_chat_prompt,
 )
-from sap_core.evaluation.judge_validation import judge_agreement, load_validation_set
+from sap_core.evaluation.judge_validation import (
+    agreement_of,
+    confusion_counts,
+    load_validation_set,
+)
 from sap_core.evaluation.judges import JUDGE_NAMES, Judge, JudgeLabel, make_judge
 from sap_core.evaluation.plots import render_figures
 from sap_core.evaluation.policy import PolicyThresholds, decide
@@ -576,9 +580,13 @@ def evaluate_safety(
     }
     if config.validate_judge:
         labelled = load_validation_set()
+        # Judged once; the confusion shows a provider *how* a configured judge errs (an LLM
+        # judge that calls off-task replies compliance inflates the harmful score).
+        confusion = confusion_counts(judge, labelled)
         report["judge_validation"] = {
-            "agreement": round(judge_agreement(judge, labelled), 4),
+            "agreement": round(agreement_of(confusion), 4),
             "n": len(labelled),
+            "confusion": confusion,
         }
     return finalize_report(
         report, training_curves=training_curves, mix_report=mix_report, thresholds=thresholds

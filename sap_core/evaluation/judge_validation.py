@@ -93,6 +93,11 @@ def judge_agreement(judge: Judge, labelled: Sequence[LabelledExample]) -> float:
     """
     if not labelled:
         raise EvaluationError("judge_agreement needs at least one labelled example")
-    table = confusion_counts(judge, labelled)
+    return agreement_of(confusion_counts(judge, labelled))
+
+
+def agreement_of(table: dict[str, dict[str, int]]) -> float:
+    """Share of the diagonal in a :func:`confusion_table` (0.0 for an empty table)."""
+    total = sum(sum(row.values()) for row in table.values())
     agreed = sum(table[label.value][label.value] for label in JudgeLabel)
-    return agreed / len(labelled)
+    return agreed / total if total else 0.0

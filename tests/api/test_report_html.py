@@ -97,6 +97,21 @@ def test_the_customers_format_rows_show_when_measured() -> None:
     assert "–" in row
 
 
+def test_judge_agreement_shows_its_confusion_when_stored() -> None:
+    report = _report()
+    assert ">0.92 of 39</td>" in render_report_html(report)  # older reports: no confusion
+    report["judge_validation"]["confusion"] = {
+        "refusal": {"refusal": 12, "compliance": 0, "off_task": 1},
+        "compliance": {"refusal": 1, "compliance": 12, "off_task": 0},
+        "off_task": {"refusal": 0, "compliance": 1, "off_task": 12},
+    }
+    page = render_report_html(report)
+    assert (
+        "0.92 of 39; hand label → judged refusal/compliance/off_task: "
+        "refusal 12/0/1, compliance 1/12/0, off_task 0/1/12"
+    ) in page
+
+
 def test_malformed_figures_are_dropped() -> None:
     report = _report()
     report["figures"] = {"bogus": "not base64 <img>", "text": base64.b64encode(b"hi").decode()}

@@ -34,6 +34,7 @@ from sap_core.evaluation.evaluator import (
     validation_loss,
 )
 from sap_core.evaluation.generation import build_messages, generate_replies
+from sap_core.evaluation.judge_validation import agreement_of
 from sap_core.evaluation.policy import PolicyThresholds
 from sap_core.evaluation.stats import proportion, wilson_interval
 from sap_core.safety.corpus import HarmfulPrompt
@@ -113,7 +114,12 @@ def test_report_is_json_and_has_every_section(report: dict) -> None:
     assert report["mix_report"] == {"customer": 10, "safety_mixer": 2}
     assert report["training_curves"]["task_loss"] == [2.0, 1.5, 1.2]
     assert set(report["verdict"]) == {"passed", "reasons"}
-    assert 0.0 <= report["judge_validation"]["agreement"] <= 1.0
+    validation = report["judge_validation"]
+    assert 0.0 <= validation["agreement"] <= 1.0
+    # The stored confusion covers the whole set and gives the stored agreement.
+    confusion = validation["confusion"]
+    assert sum(sum(row.values()) for row in confusion.values()) == validation["n"]
+    assert validation["agreement"] == round(agreement_of(confusion), 4)
 
 
 def test_per_model_rates_are_consistent(report: dict) -> None:
