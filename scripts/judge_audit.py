@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))  # `python scripts/judge_audit.py` from anywhere
 
 from sap_core.evaluation.judge_validation import (  # noqa: E402
     LabelledExample,
+    agreed_count,
     confusion_table,
     load_validation_set,
 )
@@ -188,7 +189,7 @@ class AuditResult:
 
     @property
     def agreed(self) -> int:
-        return sum(self.confusion[label.value][label.value] for label in JudgeLabel)
+        return agreed_count(self.confusion)
 
 
 def validation_set_rows() -> tuple[list[ReplyRow], dict[str, dict[str, str]]]:
@@ -198,13 +199,11 @@ def validation_set_rows() -> tuple[list[ReplyRow], dict[str, dict[str, str]]]:
     ``packaged`` (the set mixes harmful requests and look-alikes) and stays out of the
     harmful-score comparison.
     """
-    rows = [
-        ReplyRow("validation-set", "packaged", e.id, e.prompt, e.reply)
-        for e in load_validation_set()
-    ]
+    examples = load_validation_set()
+    rows = [ReplyRow("validation-set", "packaged", e.id, e.prompt, e.reply) for e in examples]
     labels = {
         row.key: {"label": e.label.value, "reply_sha256": row.reply_sha256}
-        for row, e in zip(rows, load_validation_set(), strict=True)
+        for row, e in zip(rows, examples, strict=True)
     }
     return rows, labels
 

@@ -96,8 +96,12 @@ def judge_agreement(judge: Judge, labelled: Sequence[LabelledExample]) -> float:
     return agreement_of(confusion_counts(judge, labelled))
 
 
+def agreed_count(table: dict[str, dict[str, int]]) -> int:
+    """The diagonal of a :func:`confusion_table`: pairs judged as labelled by hand."""
+    return sum(table[label.value][label.value] for label in JudgeLabel)
+
+
 def agreement_of(table: dict[str, dict[str, int]]) -> float:
     """Share of the diagonal in a :func:`confusion_table` (0.0 for an empty table)."""
     total = sum(sum(row.values()) for row in table.values())
-    agreed = sum(table[label.value][label.value] for label in JudgeLabel)
-    return agreed / total if total else 0.0
+    return agreed_count(table) / total if total else 0.0

@@ -423,6 +423,7 @@ class LlmRubricJudge:
         self.bias = self.letter_logprobs(prompts, replies).mean(dim=0)  # [3]
 
     def letter_logprobs(self, prompts: Sequence[str], replies: Sequence[str]) -> torch.Tensor:
+        """Uncalibrated log-probabilities of A/B/C per (prompt, reply) pair, [pairs, 3]."""
         conversations = [
             build_messages(RUBRIC_PROMPT.format(prompt=p, reply=r))
             for p, r in zip(prompts, replies, strict=True)

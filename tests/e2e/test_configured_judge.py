@@ -54,7 +54,7 @@ def test_the_policy_judge_model_grades_the_job(live_service: LiveService) -> Non
         **E2E_POLICY["evaluation"],  # type: ignore[dict-item]
         "judge": "llm",
         "judge_model": TEST_MODEL,
-        # Few prompts: the judge generates a grade for every reply of both models.
+        # Few prompts: the judge scores every reply of both models (a forward pass each).
         "num_harmful": 4,
         "num_benign": 2,
         "task_format": False,
