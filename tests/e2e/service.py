@@ -68,7 +68,10 @@ class LiveService:
     policy: dict[str, object] = field(default_factory=lambda: dict(E2E_POLICY))
     lease_seconds: int = 6
     db_name: str = field(default_factory=lambda: f"keel_e2e_{uuid.uuid4().hex[:10]}")
-    redis_db: int = 7
+    # KEEL_TEST_E2E_REDIS_DB lets two checkouts run live-service tests side by side on one Redis.
+    redis_db: int = field(
+        default_factory=lambda: int(os.environ.get("KEEL_TEST_E2E_REDIS_DB", "7"))
+    )
     port: int = field(default_factory=free_port)
     admin_key: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
