@@ -39,13 +39,14 @@ class SapKnobs(_Strict):
     rho: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     relative_rho: bool | None = None
     probe_layers: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
-    probe_step_rule: Literal["sgd", "sign", "adam_persistent"] | None = None
+    probe_step_rule: Literal["sgd", "sign", "relative", "adam_persistent"] | None = None
     probe_step_size: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     contrastive_form: Literal["difference", "logsigmoid"] | None = None
     safety_batch_size: Annotated[int, Field(ge=1, le=256)] | None = None
     direction_refresh_every: Annotated[int, Field(ge=1)] | None = None
     probe_batch_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     lagged_probe: bool | None = None
+    measure_correction: bool | None = None
     reference_compat: bool | None = None
 
     @model_validator(mode="after")

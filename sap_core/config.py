@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 from sap_core.errors import ConfigError
 
-ProbeStepRule = Literal["sgd", "sign", "adam_persistent"]
+ProbeStepRule = Literal["sgd", "sign", "relative", "adam_persistent"]
 ContrastiveForm = Literal["difference", "logsigmoid"]
 Schedule = Literal["constant", "cosine", "linear"]
 DType = Literal["float32", "bfloat16", "float16"]
 
-_PROBE_RULES = ("sgd", "sign", "adam_persistent")
+_PROBE_RULES = ("sgd", "sign", "relative", "adam_persistent")
 _CONTRASTIVE_FORMS = ("difference", "logsigmoid")
 _SCHEDULES = ("constant", "cosine", "linear")
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -106,7 +106,8 @@ class SapConfig:
         metadata={"help": "0-based decoder layers that get a probe; None = ~1/4 and ~3/4 depth."},
     )
     probe_step_rule: ProbeStepRule = field(
-        default="sgd", metadata={"help": "Ascent rule for V*: sgd, sign or adam_persistent (code)."}
+        default="sgd",
+        metadata={"help": "Ascent rule for V*: sgd, sign, relative or adam_persistent (code)."},
     )
     probe_step_size: float = field(default=0.05, metadata={"help": "Probe step size (beta)."})
     contrastive_form: ContrastiveForm = field(
@@ -125,6 +126,12 @@ class SapConfig:
     lagged_probe: bool = field(
         default=False,
         metadata={"help": "Probe for step t+1 from step t's gap, reusing the weight pass."},
+    )
+    measure_correction: bool = field(
+        default=True,
+        metadata={
+            "help": "On refresh steps, log ||g_SAP - g_SFT|| / ||g_SFT|| (one extra SFT pass)."
+        },
     )
     reference_compat: bool = field(
         default=False,

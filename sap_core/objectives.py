@@ -121,19 +121,36 @@ def perturbation(
     return [scale * g for g in g_hat]
 
 
-def probe_ascent_step(gap_grad: torch.Tensor, rule: str, step_size: float) -> torch.Tensor:
-    """Stateless ascent step from V=0 on L_su: V* = beta * gap (sgd) or beta * sign(gap) (sign).
+def probe_ascent_step(
+    gap_grad: torch.Tensor, rule: str, step_size: float, residual_norm: float | None = None
+) -> torch.Tensor:
+    """Stateless ascent step from V=0 on L_su.
+
+    - ``sgd``: V* = beta * gap. Its size is beta * ||gap||, and ||gap|| grows with rho and with
+      the model (measured ~1e-5 at rho=2e-5 on Qwen-0.5B: a no-op), so beta means nothing alone.
+    - ``sign``: V* = beta * sign(gap): every coordinate moves by beta.
+    - ``relative``: V* = beta * r * gap / ||gap||, r = the mean per-token residual-stream norm
+      at the probed layer: the probe is a fixed fraction beta of the activations it shifts,
+      pointing along the gap. One beta then means the same strength on any model or layer.
 
     Args:
         gap_grad: `[hidden]` = grad_V [L_u(theta+eps, V) - L_u(theta, V)].
-        rule: "sgd" or "sign" ("adam_persistent" is stateful and lives in the trainer).
+        rule: "sgd", "sign" or "relative" ("adam_persistent" is stateful: the trainer's).
         step_size: beta.
+        residual_norm: r for the "relative" rule (required there).
     """
     if rule == "sgd":
         return step_size * gap_grad
     if rule == "sign":
         return step_size * torch.sign(gap_grad)
-    raise ConfigError(f"probe rule {rule!r} is not stateless; use 'sgd' or 'sign' here")
+    if rule == "relative":
+        if residual_norm is None:
+            raise ConfigError("the relative probe rule needs the residual norm at its layer")
+        norm = float(_at_least_fp32(gap_grad).norm())
+        if norm == 0.0:
+            return torch.zeros_like(gap_grad)
+        return (step_size * residual_norm / norm) * gap_grad
+    raise ConfigError(f"probe rule {rule!r} is not stateless; use sgd, sign or relative here")
 
 
 def inner_product(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:

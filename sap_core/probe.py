@@ -79,6 +79,11 @@ class ResidualProbe:
         self.hidden_size = int(getattr(model.config, "hidden_size", 0)) or self._infer_hidden()
         self._vectors: list[torch.Tensor] = []
         self._handles: list[RemovableHandle] = []
+        self._token_mask: torch.Tensor | None = None
+        # Mean per-token L2 norm of the residual stream each probed layer produced in the last
+        # forward pass run with a `token_mask` (0-dim fp32 tensors, one per probe layer): the
+        # scale a probe vector is compared with (and, for the "relative" rule, sized by).
+        self.residual_norms: list[torch.Tensor] = []
 
     def _infer_hidden(self) -> int:
         for p in self._layers[0].parameters():
@@ -98,12 +103,19 @@ class ResidualProbe:
             for _ in self.layer_ids
         ]
 
-    def attach(self, vectors: Sequence[torch.Tensor]) -> None:
-        """Register hooks with these vectors (one per probe layer), replacing any current ones."""
+    def attach(
+        self, vectors: Sequence[torch.Tensor], token_mask: torch.Tensor | None = None
+    ) -> None:
+        """Register hooks with these vectors (one per probe layer), replacing any current ones.
+
+        With ``token_mask`` ([batch, seq], nonzero on real tokens) the hooks also record
+        ``residual_norms`` of the next forward pass (padding excluded).
+        """
         if len(vectors) != len(self.layer_ids):
             raise ConfigError(f"need {len(self.layer_ids)} probe vectors, got {len(vectors)}")
         self.detach()
         self._vectors = list(vectors)
+        self._token_mask = None if token_mask is None else token_mask.bool()
         for slot, layer_id in enumerate(self.layer_ids):
             hook = self._make_hook(slot)
             self._handles.append(self._layers[layer_id].register_forward_hook(hook))
@@ -114,11 +126,14 @@ class ResidualProbe:
             handle.remove()
         self._handles = []
         self._vectors = []
+        self._token_mask = None
 
     @contextmanager
-    def active(self, vectors: Sequence[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    def active(
+        self, vectors: Sequence[torch.Tensor], token_mask: torch.Tensor | None = None
+    ) -> Iterator[list[torch.Tensor]]:
         """Attach for the duration of the block, always detach afterwards."""
-        self.attach(vectors)
+        self.attach(vectors, token_mask)
         try:
             yield list(vectors)
         finally:
@@ -127,11 +142,23 @@ class ResidualProbe:
     def _make_hook(self, slot: int) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
             vector = self._vectors[slot]
+            if self._token_mask is not None:
+                self._record_norm(slot, output[0] if isinstance(output, tuple) else output)
             if isinstance(output, tuple):
                 return (self._shift(output[0], vector), *output[1:])
             return self._shift(output, vector)
 
         return hook
+
+    def _record_norm(self, slot: int, hidden: torch.Tensor) -> None:
+        assert self._token_mask is not None
+        if len(self.residual_norms) != len(self.layer_ids):
+            self.residual_norms = [torch.zeros(()) for _ in self.layer_ids]
+        with torch.no_grad():
+            # hidden: [batch, seq, hidden] -> per-token norms [batch, seq] -> mean over real tokens.
+            norms = hidden.detach().float().norm(dim=-1)
+            mask = self._token_mask.to(norms.device)
+            self.residual_norms[slot] = norms[mask].mean()
 
     @staticmethod
     def _shift(hidden: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:

@@ -210,6 +210,8 @@ class SafetyAwareTrainer:
         self.history: list[dict[str, float]] = []
         self._accum = 1
         self._last_gap_norm = 0.0
+        # Mean per-token residual norm at each probe layer in the last clean probe pass.
+        self._last_residual_norms: list[float] = []
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -405,13 +407,22 @@ class SafetyAwareTrainer:
         g_hat, norm = objectives.unit_direction(grads_filled)
         return SafetyDirection(g_hat, norm, float(loss.detach()))
 
-    def _probe_grad(self, batch: Batch, vectors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """grad_V L_u(current theta, V) at V = vectors; only V's gradient is computed."""
+    def _probe_grad(
+        self, batch: Batch, vectors: list[torch.Tensor], record_norms: bool = False
+    ) -> list[torch.Tensor]:
+        """grad_V L_u(current theta, V) at V = vectors; only V's gradient is computed.
+
+        With ``record_norms`` the residual norms at the probe layers are kept for the step rule
+        and the step's metrics (``_last_residual_norms``).
+        """
         assert self.probe is not None
         leaves = [v.detach().clone().requires_grad_(True) for v in vectors]
-        with self._fork_rng(), self.probe.active(leaves):
+        mask = batch.attention_mask if record_norms else None
+        with self._fork_rng(), self.probe.active(leaves, token_mask=mask):
             loss = self.task_loss(batch)
             grads = torch.autograd.grad(loss, leaves)
+        if record_norms:
+            self._last_residual_norms = [float(n) for n in self.probe.residual_norms]
         return [g.detach() for g in grads]
 
     @contextlib.contextmanager
@@ -439,9 +450,10 @@ class SafetyAwareTrainer:
     def _probe_step(self, gap: list[torch.Tensor], sap: SapConfig) -> list[torch.Tensor]:
         """V* = one ascent step on L_su from V = 0 (gap = grad_V L_su)."""
         if sap.probe_step_rule != "adam_persistent":
+            norms: list[float | None] = list(self._last_residual_norms) or [None] * len(gap)
             return [
-                objectives.probe_ascent_step(g, sap.probe_step_rule, sap.probe_step_size)
-                for g in gap
+                objectives.probe_ascent_step(g, sap.probe_step_rule, sap.probe_step_size, r)
+                for g, r in zip(gap, norms, strict=True)
             ]
         assert self._probe_opt is not None
         # The reference code's rule: zero the param, grad = -gap, one AdamW step whose moments
@@ -465,17 +477,22 @@ class SafetyAwareTrainer:
         metrics: dict[str, float] = {"task_loss": 0.0, "tokens": 0.0}
         sap_on = sap.enabled
         eps: list[torch.Tensor] | None = None
+        refresh = False
         if sap_on:
             if self._g_hat is None or self.step % sap.direction_refresh_every == 0:
                 self._g_hat, g_norm, s_loss = self._next_safety_direction()
                 metrics["safety_grad_norm"] = g_norm
                 metrics["safety_loss"] = s_loss
+                refresh = True
             theta_norm = float(objectives.global_norm(self.lora_params))
             eps = objectives.perturbation(self._g_hat, theta_norm, sap.rho, sap.relative_rho)
         probe_norm = 0.0
-        for batch_cpu in micro_batches:
+        for index, batch_cpu in enumerate(micro_batches):
             batch = batch_cpu.to(self.device)
             metrics["tokens"] += float(batch.attention_mask.sum())
+            # On refresh steps the first micro-batch also measures how far SAP moved the update.
+            measure = refresh and index == 0 and sap.measure_correction
+            grad_before = self._grads_snapshot() if measure else None
             if sap_on and eps is not None and sap.lagged_probe:
                 loss, v_used = self._lagged_micro_step(batch, eps)
             elif sap_on and eps is not None:
@@ -488,6 +505,9 @@ class SafetyAwareTrainer:
             if v_used is not None:
                 probe_norm = float(objectives.global_norm(v_used))
                 metrics["probe_gap_norm"] = self._last_gap_norm
+                metrics["probe_rel_norm"] = self._relative_probe_norm(v_used)
+            if grad_before is not None:
+                metrics["sap_correction"] = self._sap_correction(batch, grad_before)
             metrics["task_loss"] += float(loss) / len(micro_batches)
         if not math.isfinite(metrics["task_loss"]):
             raise TrainingDivergedError(f"task loss is {metrics['task_loss']} at step {self.step}")
@@ -503,6 +523,47 @@ class SafetyAwareTrainer:
         metrics["step_time"] = time.perf_counter() - started
         return metrics
 
+    def _relative_probe_norm(self, vectors: Sequence[torch.Tensor]) -> float:
+        """Mean over probe layers of ||V_j|| / (mean per-token residual norm at layer j).
+
+        The probe's strength on the scale of what it shifts: ~1e-7 is a no-op, ~1e-2 is a
+        perturbation the layers above feel. NaN when no residual norm was recorded.
+        """
+        norms = self._last_residual_norms
+        if len(norms) != len(vectors) or not all(r > 0 for r in norms):
+            return float("nan")
+        return sum(float(v.float().norm()) / r for v, r in zip(vectors, norms, strict=True)) / len(
+            norms
+        )
+
+    def _grads_snapshot(self) -> list[torch.Tensor | None]:
+        return [None if p.grad is None else p.grad.detach().clone() for p in self.lora_params]
+
+    def _sap_correction(self, batch: Batch, before: Sequence[torch.Tensor | None]) -> float:
+        """||g_SAP - g_SFT|| / ||g_SFT|| on ``batch``: how much SAP changed this micro-step.
+
+        g_SAP is what the micro-step just added to ``.grad``; g_SFT comes from one extra
+        probe-off forward/backward under a forked RNG, so training itself is unchanged
+        (the extra pass costs one SFT pass per refresh step; ``measure_correction=False``
+        skips it).
+        """
+        g_sap = [
+            torch.zeros_like(p) if p.grad is None else p.grad - (0 if b is None else b)
+            for p, b in zip(self.lora_params, before, strict=True)
+        ]
+        with self._fork_rng():
+            loss = self.task_loss(batch) / self._accum
+            g_sft = torch.autograd.grad(loss, self.lora_params, allow_unused=True)
+        g_sft_filled = [
+            torch.zeros_like(p) if g is None else g.detach()
+            for g, p in zip(g_sft, self.lora_params, strict=True)
+        ]
+        sft_norm = float(objectives.global_norm(g_sft_filled))
+        if sft_norm == 0.0:
+            return float("nan")
+        diff = [a - b for a, b in zip(g_sap, g_sft_filled, strict=True)]
+        return float(objectives.global_norm(diff)) / sft_norm
+
     def probe_gap(self, batch: Batch, eps: list[torch.Tensor]) -> list[torch.Tensor]:
         """grad_V L_su(0) = grad_V [L_u(theta+eps, V) - L_u(theta, V)] at V = 0, per probe layer.
 
@@ -512,7 +573,7 @@ class SafetyAwareTrainer:
         zeros = self.probe.zeros()
         with self._perturbed(eps):
             g_pert = self._probe_grad(batch, zeros)
-        g_clean = self._probe_grad(batch, zeros)
+        g_clean = self._probe_grad(batch, zeros, record_norms=True)
         return [a - b for a, b in zip(g_pert, g_clean, strict=True)]  # [hidden] each
 
     def weight_gradient(
@@ -599,8 +660,9 @@ class SafetyAwareTrainer:
             g_pert = self._probe_grad(probe_batch, v_t)
         # Per-row copies of V_t: one backward gives theta.grad and each row's grad_V.
         rows = [v.detach().unsqueeze(0).repeat(batch.rows, 1).requires_grad_(True) for v in v_t]
-        with self.probe.active(rows):
+        with self.probe.active(rows, token_mask=batch.attention_mask):
             logits = self._logits(batch)
+        self._last_residual_norms = [float(n) for n in self.probe.residual_norms]
         loss = objectives.mean_response_nll(logits, batch.labels)
         (loss / self._accum).backward()
         # d(loss_full)/dV over the probe rows, rescaled to the probe sub-batch's own mean loss.

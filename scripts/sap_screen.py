@@ -19,8 +19,15 @@ gradient on the same batch:
 First-order, one batch, plain gradients (the optimiser is AdamW, which rescales per coordinate):
 a screen for which settings differ from SFT at all, not a safety measurement.
 
+``--layers`` screens several probe placements (``"6,18;2,7;12"``: decoder layer indices,
+placements separated by ``;``; ``default`` = the trainer's ~1/4 and ~3/4 depth) and ``--data
+harmful`` warms up and screens on the experiment's harmful pairs instead of the word problems
+(the customer SAP should matter most for). ``--bf16-check`` adds, per setting, the cosine of the
+probe gap under bf16 autocast with the fp32 gap on the same batch (GPU jobs run under bf16).
+
     .venv/bin/python scripts/sap_screen.py
     .venv/bin/python scripts/sap_screen.py --rho 2e-5,2e-2,0.2 --rules sgd:0.05,sign:0.05
+    .venv/bin/python scripts/sap_screen.py --rho 0.2 --rules relative:0.01 --layers "6,18;2,7"
 """
 
 from __future__ import annotations
@@ -46,26 +53,34 @@ from sap_core import objectives  # noqa: E402
 from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig  # noqa: E402
 from sap_core.data import encode_conversation, tokenize_dataset  # noqa: E402
 from sap_core.errors import ConfigError  # noqa: E402
-from sap_core.probe import find_decoder_layers  # noqa: E402
+from sap_core.probe import ResidualProbe, default_probe_layers, find_decoder_layers  # noqa: E402
 from sap_core.trainer import Batch, SafetyAwareTrainer, TokenSequence, pad_batch  # noqa: E402
-from scripts.experiment_data import benign_chat_row, word_problems  # noqa: E402
+from scripts.experiment_data import (  # noqa: E402
+    benign_chat_row,
+    default_harmful_pairs,
+    harmful_chat_row,
+    word_problems,
+)
 
 EXPERIMENT_EVAL_PROMPTS = 200  # docs/results.md scores the first 200 (seed 7): stay clear of them
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-STATELESS_RULES = ("sgd", "sign")
+STATELESS_RULES = ("sgd", "sign", "relative")
+DATA_SOURCES = ("benign", "harmful")
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One SAP configuration to screen."""
+    """One SAP configuration to screen (``layers`` None = the trainer's default placement)."""
 
     rho: float
     rule: str
     step_size: float
+    layers: tuple[int, ...] | None = None
 
     @property
     def label(self) -> str:
-        return f"ρ={self.rho:g}, {self.rule} β={self.step_size:g}"
+        where = "" if self.layers is None else f", layers {','.join(map(str, self.layers))}"
+        return f"ρ={self.rho:g}, {self.rule} β={self.step_size:g}{where}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,8 @@ class ScreenRow:
     rel_diff: float
     cosine: float
     safety_rate_sap: float
+    probe_rel_norm: float = float("nan")  # mean over layers of ||V*_j|| / residual norm at j
+    bf16_gap_cosine: float | None = None  # cos(gap under bf16 autocast, fp32 gap)
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,24 @@ def parse_floats(text: str) -> list[float]:
     if not values or any(not (v >= 0 and math.isfinite(v)) for v in values):
         raise ConfigError(f"expected a comma list of finite numbers >= 0, got {text!r}")
     return values
+
+
+def parse_layers(text: str) -> list[tuple[int, ...] | None]:
+    """'6,18;2,7;default' -> [(6, 18), (2, 7), None]."""
+    out: list[tuple[int, ...] | None] = []
+    for item in text.split(";"):
+        item = item.strip()
+        if item in ("", "default"):
+            out.append(None)
+            continue
+        try:
+            layers = tuple(int(v) for v in item.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(f"probe layers {item!r}: expected comma-separated integers") from None
+        if not layers or any(i < 0 for i in layers):
+            raise ConfigError(f"probe layers {item!r}: expected indices >= 0")
+        out.append(layers)
+    return out
 
 
 def parse_rules(text: str) -> list[tuple[str, float]]:
@@ -141,25 +176,36 @@ def refusal_unit_gradient(
 
 def residual_norm(trainer: SafetyAwareTrainer, batch: Batch) -> float:
     """Mean per-token L2 norm of the residual stream at the probe layers (real tokens only)."""
-    assert trainer.model is not None
     assert trainer.probe is not None
-    layers = find_decoder_layers(trainer.model)
-    norms: list[float] = []
-    mask = batch.attention_mask.bool()
-
-    def hook(_module: torch.nn.Module, _args: object, output: object) -> None:
-        hidden = output[0] if isinstance(output, tuple) else output
-        assert isinstance(hidden, torch.Tensor)
-        norms.append(float(hidden.norm(dim=-1)[mask].mean()))
-
-    handles = [layers[i].register_forward_hook(hook) for i in trainer.probe.layer_ids]
-    try:
-        with torch.no_grad():
-            trainer.task_loss(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    probe = trainer.probe
+    with probe.active(probe.zeros(), token_mask=batch.attention_mask), torch.no_grad():
+        trainer.task_loss(batch)
+    norms = [float(n) for n in probe.residual_norms]
     return sum(norms) / len(norms)
+
+
+def use_probe_layers(trainer: SafetyAwareTrainer, layers: tuple[int, ...] | None) -> None:
+    """Point the trainer's probe at ``layers`` (None: the default ~1/4 and ~3/4 depth)."""
+    assert trainer.model is not None
+    if layers is None:
+        layers = default_probe_layers(len(find_decoder_layers(trainer.model)))
+    trainer.probe = ResidualProbe(trainer.model, layers)
+
+
+def bf16_gap_cosine(
+    trainer: SafetyAwareTrainer, batch: Batch, g_hat: list[torch.Tensor], sap: SapConfig
+) -> float:
+    """cos(probe gap under bf16 autocast, probe gap in fp32) on the same batch and direction."""
+    theta_norm = float(objectives.global_norm(trainer.lora_params))
+    eps = objectives.perturbation(g_hat, theta_norm, sap.rho, sap.relative_rho)
+    fp32 = trainer.probe_gap(batch, eps)
+    saved = trainer.config
+    trainer.config = dataclasses.replace(saved, autocast=True)
+    try:
+        bf16 = trainer.probe_gap(batch, eps)
+    finally:
+        trainer.config = saved
+    return objectives.cosine_similarity(bf16, fp32)
 
 
 def _rate(g: Sequence[torch.Tensor], unit: Sequence[torch.Tensor]) -> float:
@@ -173,6 +219,7 @@ def run_screen(
     *,
     warmup: int,
     refusals: Sequence[TokenSequence],
+    bf16_check: bool = False,
 ) -> Screen:
     """Train `warmup` plain steps, then screen every setting on the next useful batch."""
     trainer.config = dataclasses.replace(
@@ -185,8 +232,11 @@ def run_screen(
     g_sft = trainer.weight_gradient(batch).grads
     g_hat = trainer.safety_direction(0).unit  # the same direction for every setting
     rows = []
+    default_probe = trainer.probe
     for setting in settings:
-        sap = trainer.weight_gradient(batch, g_hat, setting_config(trainer.config.sap, setting))
+        use_probe_layers(trainer, setting.layers)
+        config = setting_config(trainer.config.sap, setting)
+        sap = trainer.weight_gradient(batch, g_hat, config)
         g_sap, probe_norm = sap.grads, float(objectives.global_norm(sap.probe))
         diff = [a - b for a, b in zip(g_sap, g_sft, strict=True)]
         rows.append(
@@ -197,8 +247,13 @@ def run_screen(
                 rel_diff=float(objectives.global_norm(diff) / objectives.global_norm(g_sft)),
                 cosine=objectives.cosine_similarity(g_sap, g_sft),
                 safety_rate_sap=_rate(g_sap, unit),
+                probe_rel_norm=trainer._relative_probe_norm(sap.probe) if sap.probe else 0.0,
+                bf16_gap_cosine=bf16_gap_cosine(trainer, batch, g_hat, config)
+                if bf16_check
+                else None,
             )
         )
+    trainer.probe = default_probe
     return Screen(
         hidden_norm=residual_norm(trainer, batch),
         theta_norm=float(objectives.global_norm(trainer.lora_params)),
@@ -207,29 +262,40 @@ def run_screen(
     )
 
 
-def render(screen: Screen, *, model: str, warmup: int, held_out: int) -> str:
+def render(screen: Screen, *, model: str, warmup: int, held_out: int, data: str = "benign") -> str:
+    what = "benign word problems" if data == "benign" else "harmful pairs"
+    bf16 = any(r.bf16_gap_cosine is not None for r in screen.rows)
     lines = [
-        f"SAP screen — model `{model}`, after {warmup} plain-SFT steps on the benign word "
-        f"problems; ||θ_LoRA|| {screen.theta_norm:.3g}; residual norm per token at the probe "
-        f"layers {screen.hidden_norm:.3g}; refusal rate = first-order change of the NLL of the "
+        f"SAP screen — model `{model}`, after {warmup} plain-SFT steps on the {what}; "
+        f"||θ_LoRA|| {screen.theta_norm:.3g}; residual norm per token at the default probe "
+        f"layers {screen.hidden_norm:.3g}; probe / residual = mean over the probed layers of "
+        f"||V*_j|| / (residual norm at j); refusal rate = first-order change of the NLL of the "
         f"base model's own refusals to {held_out} held-out harmful prompts per unit step "
         f"(SFT: {screen.safety_rate_sft:+.4g}).",
         "",
         "| setting | probe norm | probe / residual | gap norm | rel. diff from SFT | cos with SFT "
-        "| refusal rate SAP | SAP − SFT |",
-        "|---|---|---|---|---|---|---|---|",
+        "| refusal rate SAP | SAP − SFT |" + (" bf16 gap cos |" if bf16 else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if bf16 else ""),
     ]
     for r in screen.rows:
         lines.append(
-            f"| {r.setting.label} | {r.probe_norm:.3g} | {r.probe_norm / screen.hidden_norm:.2g} "
+            f"| {r.setting.label} | {r.probe_norm:.3g} | {r.probe_rel_norm:.2g} "
             f"| {r.gap_norm:.3g} | {r.rel_diff:.3g} | {r.cosine:.6f} | {r.safety_rate_sap:+.4g} "
             f"| {r.safety_rate_sap - screen.safety_rate_sft:+.3g} |"
+            + (f" {r.bf16_gap_cosine:.4f} |" if r.bf16_gap_cosine is not None else "")
         )
     return "\n".join(lines)
 
 
-def _examples(tokenizer: Any, rows: int, seed: int, max_length: int) -> list[TokenSequence]:
-    conversations = [parse_row(benign_chat_row(p))[1] for p in word_problems(rows, seed)]
+def _examples(
+    tokenizer: Any, rows: int, seed: int, max_length: int, data: str = "benign"
+) -> list[TokenSequence]:
+    if data == "harmful":
+        pairs = default_harmful_pairs()[:rows]
+        raw = [harmful_chat_row(pair, system=None) for pair in pairs]
+    else:
+        raw = [benign_chat_row(p) for p in word_problems(rows, seed)]
+    conversations = [parse_row(row)[1] for row in raw]
     examples, _ = tokenize_dataset(tokenizer, conversations, max_length)
     return list(examples)
 
@@ -274,9 +340,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=24)
     p.add_argument("--held-out", type=int, default=48, help="held-out prompts for u")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--layers", default="default", help='probe placements, e.g. "6,18;2,7;12"')
+    p.add_argument("--data", choices=DATA_SOURCES, default="benign")
+    p.add_argument("--bf16-check", action="store_true", help="cos of the bf16 and fp32 gaps")
     args = p.parse_args(argv)
     settings = [
-        Setting(rho, rule, step)
+        Setting(rho, rule, step, layers)
+        for layers in parse_layers(args.layers)
         for rule, step in parse_rules(args.rules)
         for rho in parse_floats(args.rho)
     ]
@@ -302,14 +372,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     trainer = SafetyAwareTrainer(
         config,
-        _examples(tokenizer, args.rows, args.seed, max_length),
+        _examples(tokenizer, args.rows, args.seed, max_length, args.data),
         pairs,
         model=model,
         tokenizer=tokenizer,
     )
     trainer.setup()
-    screen = run_screen(trainer, settings, warmup=args.warmup, refusals=refusals)
-    print(render(screen, model=args.model, warmup=args.warmup, held_out=len(refusals)))
+    screen = run_screen(
+        trainer, settings, warmup=args.warmup, refusals=refusals, bf16_check=args.bf16_check
+    )
+    print(
+        render(screen, model=args.model, warmup=args.warmup, held_out=len(refusals), data=args.data)
+    )
     print(f"\n({time.monotonic() - started:.0f} s)")
 
 

@@ -131,6 +131,16 @@ def test_probe_ascent_steps() -> None:
         obj.probe_ascent_step(gap, "adam_persistent", 0.1)
 
 
+def test_relative_probe_step_is_a_fraction_of_the_residual_norm_along_the_gap() -> None:
+    gap = torch.tensor([3.0, -4.0])  # ||gap|| = 5
+    v = obj.probe_ascent_step(gap, "relative", 0.02, residual_norm=80.0)
+    assert float(v.norm()) == pytest.approx(0.02 * 80.0)
+    assert v.tolist() == pytest.approx([0.96, -1.28])  # along the gap
+    assert obj.probe_ascent_step(torch.zeros(2), "relative", 0.02, 80.0).tolist() == [0.0, 0.0]
+    with pytest.raises(ConfigError, match="residual norm"):
+        obj.probe_ascent_step(gap, "relative", 0.02)
+
+
 def test_inner_product_and_cosine() -> None:
     a = [torch.tensor([1.0, 0.0]), torch.tensor([1.0])]
     b = [torch.tensor([1.0, 1.0]), torch.tensor([0.0])]

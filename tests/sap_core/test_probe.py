@@ -81,6 +81,24 @@ def test_probe_shifts_exactly_the_chosen_layer_output(arch: str) -> None:
     assert not torch.allclose(probed[3], clean[3])  # downstream layers see the shift
 
 
+def test_probe_records_mean_residual_norm_over_real_tokens_only() -> None:
+    model = tiny("llama")
+    ids = torch.randint(0, 48, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    clean = layer_outputs(model, ids)
+    probe = ResidualProbe(model, layers=(1, 3))
+    with probe.active(probe.zeros(), token_mask=mask), torch.no_grad():
+        model(input_ids=ids)
+    for slot, layer in enumerate((1, 3)):
+        expected = clean[layer].norm(dim=-1)[mask.bool()].mean()
+        assert float(probe.residual_norms[slot]) == pytest.approx(float(expected), rel=1e-5)
+    with probe.active(probe.zeros()), torch.no_grad():  # no mask: nothing is recorded
+        model(input_ids=ids * 0)
+    assert float(probe.residual_norms[0]) == pytest.approx(
+        float(clean[1].norm(dim=-1)[mask.bool()].mean()), rel=1e-5
+    )
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
 def test_detached_probe_leaves_model_bit_identical(arch: str) -> None:
     model = tiny(arch)

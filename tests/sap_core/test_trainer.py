@@ -199,15 +199,18 @@ def test_probe_is_zero_outside_the_weight_step_and_reset_every_step() -> None:
 
     trainer._logits = spy  # type: ignore[method-assign]
     trainer.train()
-    # per step: safety pass (off), perturbed gap pass (V=0), clean gap pass (V=0), weight pass (V*)
-    assert len(seen) == 8
+    # per step: safety pass (off), perturbed gap pass (V=0), clean gap pass (V=0), weight pass
+    # (V*), and on refresh steps (every step here) the SFT pass that measures SAP's correction
+    # (off)
+    assert len(seen) == 10
     for s in range(2):
-        safety, pert, clean, weight = seen[4 * s : 4 * s + 4]
+        safety, pert, clean, weight, correction = seen[5 * s : 5 * s + 5]
         assert safety == (False, 0.0)
         assert pert == (True, 0.0)
         assert clean == (True, 0.0)
         assert weight[0]
         assert weight[1] > 0
+        assert correction == (False, 0.0)
     assert not trainer.probe.attached
     trainer.eval_examples = list(make_data()[0][:4])  # type: ignore[arg-type]
     assert trainer.evaluate() > 0  # evaluation runs with the probe off
@@ -337,6 +340,28 @@ def test_rho_zero_and_probe_step_zero_reproduce_sft_exactly() -> None:
         run_weights(SapConfig(rho=0.0, probe_step_rule="adam_persistent", lagged_probe=True)), sft
     )
     assert not all_equal(run_weights(SapConfig(rho=0.05, probe_step_size=0.5)), sft)
+
+
+def test_relative_rule_sizes_the_probe_as_a_fraction_of_the_residual_norm() -> None:
+    trainer = make_trainer(SapConfig(rho=0.05, probe_step_rule="relative", probe_step_size=0.03))
+    history = trainer.train().history
+    # ||V*_j|| = beta * (mean per-token residual norm at layer j), so the relative norm is beta.
+    assert all(h["probe_rel_norm"] == pytest.approx(0.03, rel=1e-4) for h in history)
+    assert all(h["probe_norm"] > 0 for h in history)
+
+
+def test_sap_correction_is_logged_on_refresh_steps_and_is_zero_when_sap_is_a_no_op() -> None:
+    trainer = make_trainer(
+        SapConfig(rho=0.05, probe_step_size=0.5, direction_refresh_every=2), max_steps=4
+    )
+    history = trainer.train().history
+    assert ["sap_correction" in h for h in history] == [True, False, True, False]
+    assert all(h["sap_correction"] > 1e-4 for h in history if "sap_correction" in h)
+    assert all(0 < h["probe_rel_norm"] < float("inf") for h in history)
+    idle = make_trainer(SapConfig(rho=0.0, probe_step_size=0.5), max_steps=2).train().history
+    assert [h["sap_correction"] for h in idle] == [0.0, 0.0]  # V* = 0: SAP's update is SFT's
+    quiet = make_trainer(SapConfig(rho=0.05, measure_correction=False), max_steps=2)
+    assert all("sap_correction" not in h for h in quiet.train().history)
 
 
 def test_same_seed_same_weights() -> None:

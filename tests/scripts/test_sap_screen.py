@@ -8,7 +8,14 @@ import pytest
 
 from sap_core.config import SapConfig
 from sap_core.errors import ConfigError
-from scripts.sap_screen import Setting, parse_floats, parse_rules, render, run_screen
+from scripts.sap_screen import (
+    Setting,
+    parse_floats,
+    parse_layers,
+    parse_rules,
+    render,
+    run_screen,
+)
 from tests.sap_core.test_trainer import lora_tensors, make_data, make_trainer
 
 
@@ -74,3 +81,40 @@ def test_floats_parse_and_refuse_negatives() -> None:
         parse_floats("-1")
     with pytest.raises(ConfigError):
         parse_floats("")
+
+
+def test_layers_parse_placements_and_default() -> None:
+    assert parse_layers("6,18; 2,7;default") == [(6, 18), (2, 7), None]
+    for bad in ("a,b", "-1", ","):
+        with pytest.raises(ConfigError):
+            parse_layers(bad)
+
+
+def test_placements_and_the_relative_rule_are_screened_with_their_own_probe() -> None:
+    settings = [
+        Setting(0.1, "relative", 0.02, (0,)),
+        Setting(0.1, "relative", 0.02, (1, 3)),
+        Setting(0.1, "sgd", 0.05),
+    ]
+    trainer, screen = _screen(settings)
+    early, two, default = screen.rows
+    # relative: ||V*_j|| is beta times the residual norm at j, whatever the layer
+    assert early.probe_rel_norm == pytest.approx(0.02, rel=1e-4)
+    assert two.probe_rel_norm == pytest.approx(0.02, rel=1e-4)
+    assert early.rel_diff != pytest.approx(two.rel_diff)  # the placement changes the update
+    assert default.probe_rel_norm > 0
+    assert trainer.probe is not None
+    assert trainer.probe.layer_ids == (1, 3)  # the default placement is restored
+    assert "layers 0" in render(screen, model="tiny", warmup=1, held_out=6)
+
+
+def test_bf16_check_reports_a_cosine_per_setting() -> None:
+    trainer = make_trainer(SapConfig(direction_refresh_every=4), max_steps=10)
+    refusals, _ = make_data(n_train=6, seed=3)
+    screen = run_screen(
+        trainer, [Setting(0.2, "relative", 0.02)], warmup=1, refusals=refusals, bf16_check=True
+    )
+    (row,) = screen.rows
+    assert row.bf16_gap_cosine is not None
+    assert -1.0 <= row.bf16_gap_cosine <= 1.0 + 1e-9
+    assert "bf16 gap cos" in render(screen, model="tiny", warmup=1, held_out=6)
