@@ -49,15 +49,7 @@ def load_benign_lookalikes() -> tuple[BenignLookalike, ...]:
         "prompts",
         {"id": str, "category": str, "pool_version": int, "prompt": str},
     )
-    return tuple(
-        BenignLookalike(
-            id=row["id"],
-            category=row["category"],
-            prompt=row["prompt"],
-            pool_version=row["pool_version"],
-        )
-        for row in rows
-    )
+    return tuple(BenignLookalike(**row) for row in rows)
 
 
 BENIGN_LOOKALIKES: tuple[BenignLookalike, ...] = load_benign_lookalikes()

@@ -62,16 +62,7 @@ def load_contrast_examples() -> tuple[ContrastExample, ...]:
         "examples",
         {"id": str, "category": str, "prompt": str, "answer": str},
     )
-    return tuple(
-        ContrastExample(
-            id=row["id"],
-            prompt=row["prompt"],
-            answer=row["answer"],
-            short_answer=first_sentence(row["answer"]),
-            category=row["category"],
-        )
-        for row in rows
-    )
+    return tuple(ContrastExample(**row, short_answer=first_sentence(row["answer"])) for row in rows)
 
 
 CONTRAST_EXAMPLES: tuple[ContrastExample, ...] = load_contrast_examples()
