@@ -1,6 +1,7 @@
 """Per-example screening of customer datasets for harmful requests.
 
-Pure Python (stdlib + PyYAML + ``dataformats``): the API process imports it without any ML stack.
+Pure Python (stdlib + PyYAML + ``disarm`` for Unicode confusables + ``dataformats``): the API
+process imports it without any ML stack.
 """
 
 from screening.screen import (
@@ -10,6 +11,8 @@ from screening.screen import (
     ScreenSummary,
     default_index,
     load_reference_prompts,
+    load_reference_responses,
+    screen_conversation,
     screen_conversations,
     screen_jsonl,
     summarize,
@@ -22,6 +25,8 @@ __all__ = [
     "ScreeningIndex",
     "default_index",
     "load_reference_prompts",
+    "load_reference_responses",
+    "screen_conversation",
     "screen_conversations",
     "screen_jsonl",
     "summarize",
