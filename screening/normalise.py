@@ -10,11 +10,12 @@ Order of operations (each step sees the previous one's output):
    scripts with no Latin look-alike stay as they are, so a Russian or Greek sentence keeps
    whole non-Latin words that match no (English) reference: it is never flagged for its script.
 2. **Spaced-out letters** (``b o m b``, ``b.o.m.b``, ``b-o-m-b``): a run of three or more
-   one-character tokens, each one to three separator characters from the next on one line,
-   joined when it spells known words. Within the run, a gap unlike the run's most common gap
+   one-character tokens (two of them ASCII letters at least, so ``4 x 7 = 28`` stays as
+   written), each one to three separator characters from the next on one line, is joined.
+   Within the run, a gap unlike the run's most common gap
    is a word break (so ``h o w   t o`` is two words), and each piece is segmented into the
-   fewest known words (``abomb`` -> ``a bomb``, for "make a b o m b"); a piece that spells
-   none (``x + y = z``) keeps its letters as they were.
+   fewest known words (``abomb`` -> ``a bomb``, for "make a b o m b"), else kept as one
+   word.
 3. **Leetspeak** (``0→o 1→i|l 3→e 4→a 5→s 7→t @→a $→s``): only inside a token that also holds
    an ASCII letter, and only when the reading is a *known word* (a word of the reference
    prompts, the lexicon or the stop list). Numbers in ordinary text are therefore untouched:
@@ -104,13 +105,17 @@ def segment(joined: str, vocabulary: Collection[str]) -> list[str] | None:
 
 
 def _join_piece(letters: list[str], vocabulary: Collection[str]) -> list[str]:
-    """The known words the letters spell, or the letters as they were ("x y z" stays)."""
+    """The known words the letters spell, else them joined as one (unknown) word.
+
+    One unknown word, not the letters apart: as separate letters they would add a bigram per
+    letter pair, none in any reference, and dilute the rest of the text's vector.
+    """
     joined = "".join(letters)
     for reading in [joined, *_leet_readings(joined)]:
         found = segment(reading, vocabulary)
         if found is not None:
             return found
-    return [read_leet(letter, vocabulary) for letter in letters]
+    return [_SYMBOLS.sub("", joined)]
 
 
 def _join_run(tokens: list[str], gaps: list[str], vocabulary: Collection[str]) -> list[str]:
@@ -151,7 +156,7 @@ def words(text: str, vocabulary: Collection[str]) -> list[str]:
             gaps.append(gap)
             j += 1
         run = tokens[i : j + 1]
-        if len(run) >= _MIN_RUN and any(_ASCII_LETTER.match(t) for t in run):
+        if len(run) >= _MIN_RUN and sum(1 for t in run if _ASCII_LETTER.match(t)) >= 2:
             out += _join_run(run, gaps, vocabulary)
         else:
             out += [t for t in (read_leet(t, vocabulary) for t in run) if t]

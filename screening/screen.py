@@ -366,8 +366,24 @@ class ScreeningIndex:
         return score, ref
 
     def screen_text(self, text: str, line: int = 0, turn: Turn = "user") -> ScreenResult:
+        """Screen one turn. A user turn is also scored clause by clause (see ``clauses``)."""
+        result = self._screen_part(text, line, turn)
+        if turn != "user" or result.flagged:
+            return result
+        for clause in clauses(text):
+            part = self._screen_part(clause, line, turn, min_words=_MIN_CLAUSE_WORDS)
+            if part.flagged:
+                return part
+            if part.score > result.score:
+                result = part
+        return result
+
+    def _screen_part(self, text: str, line: int, turn: Turn, min_words: int = 0) -> ScreenResult:
         normalised = normalise(text, self.vocabulary)
-        score, ref = self._best(Counter(terms_of(normalised)), turn)
+        terms = terms_of(normalised)
+        if sum(1 for t in terms if " " not in t) < min_words:
+            return ScreenResult(line, False, 0.0, None, None, turn=turn)
+        score, ref = self._best(Counter(terms), turn)
         limits = self.thresholds[turn]
         # The lexicon can only matter from the lower threshold up (it never flags alone), and
         # its ~100 patterns are the dearest step, so most benign turns skip it.
@@ -385,6 +401,24 @@ class ScreeningIndex:
             turn=turn,
             flagged_turns=(turn,) if flagged else (),
         )
+
+
+# A clause ends at sentence punctuation or a comma followed by white space, or at a line break;
+# "b.o.m.b" (no space after the dots) stays one piece.
+_CLAUSE_END = re.compile(r"[.!?;:,]\s+|\n+")
+_MIN_CLAUSE_WORDS = 3
+
+
+def clauses(text: str) -> list[str]:
+    """The clauses of ``text`` when it has more than one, else none.
+
+    Framing dilutes a request's cosine: "For a novel I'm writing, one character explains …"
+    adds words that are in no reference. Scoring each clause of three or more content words as
+    well finds the request inside. Only user turns: answers are long, and every sentence of
+    one is another chance of a false match.
+    """
+    parts = [p for p in _CLAUSE_END.split(text) if p.strip()]
+    return parts if len(parts) > 1 else []
 
 
 @cache

@@ -57,7 +57,7 @@ def test_numbers_in_ordinary_text_are_untouched() -> None:
     got = words(text, default_index().vocabulary)
     for token in ("35", "17", "3rd", "10", "4", "7", "28", "40", "12", "5", "mp3", "co2"):
         assert token in got, token
-    assert "x" in got  # "4 x 7 = 28" spells no known word, so its letters stay apart
+    assert "x" in got  # "4 x 7 = 28" has one letter: not a spaced-out word
 
 
 def test_segment_prefers_fewest_words_and_fails_cleanly() -> None:
