@@ -4,6 +4,7 @@ Pure Python (stdlib + PyYAML + ``disarm`` for Unicode confusables + ``dataformat
 process imports it without any ML stack.
 """
 
+from screening.decision import ScreeningDecision, ScreeningLimits, decide
 from screening.screen import (
     Reference,
     ScreeningIndex,
@@ -20,9 +21,12 @@ from screening.screen import (
 
 __all__ = [
     "Reference",
+    "ScreeningDecision",
+    "ScreeningLimits",
     "ScreenResult",
     "ScreenSummary",
     "ScreeningIndex",
+    "decide",
     "default_index",
     "load_reference_prompts",
     "load_reference_responses",

@@ -423,7 +423,7 @@ def clauses(text: str) -> list[str]:
 
 @cache
 def default_index() -> ScreeningIndex:
-    """The process-wide index over all package references (built once, ~1 s)."""
+    """The process-wide index over all package references (built once, ~2.5 s on 2 cores)."""
     return ScreeningIndex(load_reference_prompts(), responses=load_reference_responses())
 
 
@@ -432,11 +432,11 @@ def screen_conversation(
 ) -> ScreenResult:
     """Screen every user and assistant turn; the row's result reports its worst turn."""
     idx = index or default_index()
-    turns = [
-        idx.screen_text(m.content, line, m.role)  # type: ignore[arg-type]
-        for m in conversation.messages
-        if m.role in SCREENED_ROLES
-    ]
+    turns: list[ScreenResult] = []
+    for message in conversation.messages:
+        role = message.role
+        if role == "user" or role == "assistant":  # system prompts are not screened
+            turns.append(idx.screen_text(message.content, line, role))
     if not turns:
         return ScreenResult(line, False, 0.0, None, None)
     worst = max(turns, key=lambda r: (r.flagged, r.score))
