@@ -45,7 +45,7 @@ STOP_WORDS = frozenset(
 # A token: letters/digits of any script, plus the two symbols leetspeak uses inside words.
 _TOKEN = re.compile(r"(?:[^\W_]|[@$])+")
 _LEET = str.maketrans({"0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
-_LEET_CHARS = frozenset("0134578@$") - {"8"}
+_LEET_CHARS = frozenset("013457@$")
 _ASCII_LETTER = re.compile(r"[a-z]")
 _SYMBOLS = re.compile(r"[@$]+")
 _MAX_GAP = 3
@@ -57,7 +57,12 @@ def fold(text: str) -> str:
     """Unicode-folded, case-folded text (step 1 above); ASCII text only changes case."""
     if text.isascii():
         return text.casefold()
-    folded = disarm.canonicalize(disarm.canonicalize(text).casefold())
+    try:
+        folded = disarm.canonicalize(disarm.canonicalize(text).casefold())
+    except disarm.DisarmError:
+        # disarm refuses a text its steps would grow by more than 10 MiB (NFKC expands some
+        # characters 18-fold); such a row still gets screened, with the stdlib's NFKC only.
+        folded = unicodedata.normalize("NFKC", text).casefold()
     decomposed = unicodedata.normalize("NFD", folded)
     kept = "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me"))
     return unicodedata.normalize("NFC", kept)
