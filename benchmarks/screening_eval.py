@@ -1,4 +1,5 @@
-"""Validate `screening`: precision/recall on held-out harmful prompts vs benign text.
+"""Validate `screening`: precision/recall on held-out harmful prompts vs benign text, and the
+choice of the assistant-turn thresholds.
 
     .venv/bin/python benchmarks/screening_eval.py
 
@@ -6,21 +7,83 @@ The index is built from the corpus *training* split only (AdvBench + Do-Not-Answ
 many-shot triple prompts); positives are the held-out eval split (HarmBench + the Do-Not-Answer
 eval subset, minus its human_chatbox area, which asks about the assistant, not for harm);
 negatives are the benign look-alike prompts and the user turns of the sample datasets.
+
+Assistant turns: the thresholds are chosen on the SAP triple responses (two folds: the response
+index holds one half, the other half is scored) against benign answers (the sample datasets'
+assistant turns, the experiment's worked word-problem answers, the refusal templates and the
+contrast answers); the other many-shot harmful responses are held out and only reported.
 Prints numbers only, never prompt text.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from dataformats import validate_jsonl
-from sap_core.evaluation.benign_prompts import benign_prompts
-from sap_core.safety.corpus import corpus_splits
-from screening.screen import Reference, ScreeningIndex, default_index
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for scripts.experiment_data when run as a file
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from dataformats import validate_jsonl  # noqa: E402
+from sap_core.evaluation.benign_prompts import benign_prompts  # noqa: E402
+from sap_core.safety.contrast import CONTRAST_EXAMPLES  # noqa: E402
+from sap_core.safety.corpus import HarmfulPair, corpus_splits, load_harmful_responses  # noqa: E402
+from sap_core.safety.refusals import REFUSAL_TEMPLATES  # noqa: E402
+from screening.screen import Reference, ScreeningIndex, default_index  # noqa: E402
+from scripts.experiment_data import word_problems  # noqa: E402
+
+EXAMPLES = ROOT / "examples"
+ASSISTANT_GRID = ((0.2, 0.1), (0.25, 0.12), (0.3, 0.1), (0.3, 0.12), (0.3, 0.15), (0.4, 0.15))
+
+
+def _turns(role: str) -> list[str]:
+    texts: list[str] = []
+    for path in sorted(EXAMPLES.glob("*.jsonl")):
+        report = validate_jsonl(path.open("rb"), keep=True)
+        texts += [m.content for c in report.conversations for m in c.messages if m.role == role]
+    return texts
+
+
+def _responses(pairs: Sequence[HarmfulPair]) -> list[Reference]:
+    return [Reference(p.id, "manyshot_response", p.response, None) for p in pairs]
+
+
+def assistant_thresholds(refs: list[Reference]) -> dict[str, dict[str, object]]:
+    """Flagged counts per (threshold / lexicon threshold) for assistant turns."""
+    splits = corpus_splits()
+    triples = list(splits.triple_pairs)
+    triple_ids = {p.id for p in triples}
+    held_out = [p.response for p in load_harmful_responses() if p.id not in triple_ids]
+    benign = {
+        "sample answers": _turns("assistant"),
+        "word-problem answers": [p.worked for p in word_problems(500, seed=0)],
+        "refusal templates": list(REFUSAL_TEMPLATES),
+        "contrast answers": [c.answer for c in CONTRAST_EXAMPLES],
+    }
+    folds = ((triples[::2], triples[1::2]), (triples[1::2], triples[::2]))
+    results: dict[str, dict[str, object]] = {}
+    for threshold, lex in ASSISTANT_GRID:
+        kwargs = {"assistant_threshold": threshold, "assistant_lexicon_threshold": lex}
+        tuned = 0
+        for indexed, scored in folds:
+            index = ScreeningIndex(refs, responses=_responses(indexed), **kwargs)
+            tuned += sum(index.screen_text(p.response, turn="assistant").flagged for p in scored)
+        index = ScreeningIndex(refs, responses=_responses(triples), **kwargs)
+        row: dict[str, object] = {
+            "triple responses (2-fold)": f"{tuned}/{len(triples)}",
+            "held-out responses": (
+                f"{sum(index.screen_text(t, turn='assistant').flagged for t in held_out)}"
+                f"/{len(held_out)}"
+            ),
+        }
+        for name, texts in benign.items():
+            flagged = sum(index.screen_text(t, turn="assistant").flagged for t in texts)
+            row[name] = f"{flagged}/{len(texts)}"
+        results[f"{threshold}/{lex}"] = row
+    return results
 
 
 def main() -> None:
@@ -32,12 +95,7 @@ def main() -> None:
     ] + [Reference(p.id, "manyshot", p.prompt, None) for p in splits.triple_pairs]
     positives = [p.text for p in splits.eval if p.category != "human_chatbox"]
     lookalikes = benign_prompts()
-    sample_rows: list[str] = []
-    for path in sorted(EXAMPLES.glob("*.jsonl")):
-        report = validate_jsonl(path.open("rb"), keep=True)
-        sample_rows += [
-            m.content for c in report.conversations for m in c.messages if m.role == "user"
-        ]
+    sample_rows = _turns("user")
     print(
         f"references {len(refs)}, positives {len(positives)}, "
         f"benign look-alikes {len(lookalikes)}, benign sample turns {len(sample_rows)}"
@@ -66,6 +124,8 @@ def main() -> None:
             "fp_sample_rows": fp_rows,
         }
     print(json.dumps(results, indent=1))
+    print("assistant turns:")
+    print(json.dumps(assistant_thresholds(refs), indent=1))
     started = time.perf_counter()
     index = default_index()
     built = time.perf_counter() - started

@@ -1,8 +1,10 @@
 """Per-example screening of customer datasets for harmful requests.
 
-Pure Python (stdlib + PyYAML + ``dataformats``): the API process imports it without any ML stack.
+Pure Python (stdlib + PyYAML + ``disarm`` for Unicode confusables + ``dataformats``): the API
+process imports it without any ML stack.
 """
 
+from screening.decision import ScreeningDecision, ScreeningLimits, decide
 from screening.screen import (
     Reference,
     ScreeningIndex,
@@ -10,6 +12,8 @@ from screening.screen import (
     ScreenSummary,
     default_index,
     load_reference_prompts,
+    load_reference_responses,
+    screen_conversation,
     screen_conversations,
     screen_jsonl,
     summarize,
@@ -17,11 +21,16 @@ from screening.screen import (
 
 __all__ = [
     "Reference",
+    "ScreeningDecision",
+    "ScreeningLimits",
     "ScreenResult",
     "ScreenSummary",
     "ScreeningIndex",
+    "decide",
     "default_index",
     "load_reference_prompts",
+    "load_reference_responses",
+    "screen_conversation",
     "screen_conversations",
     "screen_jsonl",
     "summarize",
