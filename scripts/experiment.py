@@ -100,6 +100,8 @@ class ExperimentConfig:
     sap_rho: float = 2e-5
     sap_probe_rule: str = "sgd"
     sap_probe_step_size: float = 0.05
+    # Decoder layers that carry a probe; None = the product's default placement.
+    sap_probe_layers: tuple[int, ...] | None = None
 
     def fingerprint(self) -> str:
         payload = asdict(self)
@@ -118,10 +120,11 @@ class ExperimentConfig:
             "rho": self.sap_rho,
             "probe_step_rule": self.sap_probe_rule,
             "probe_step_size": self.sap_probe_step_size,
+            **({"probe_layers": list(self.sap_probe_layers)} if self.sap_probe_layers else {}),
         }
 
 
-_LATE_KNOBS = ("sap_rho", "sap_probe_rule", "sap_probe_step_size")
+_LATE_KNOBS = ("sap_rho", "sap_probe_rule", "sap_probe_step_size", "sap_probe_layers")
 
 
 def safety_block(setting: str, mixer_ratio: float) -> dict[str, Any]:
@@ -623,7 +626,7 @@ def _sap_summary(cfg: dict[str, Any]) -> str:
         f"ρ={cfg.get('sap_rho', 2e-5):g}, probe rule {cfg.get('sap_probe_rule', 'sgd')} "
         f"β={cfg.get('sap_probe_step_size', 0.05):g}, direction every "
         f"{cfg.get('sap_refresh_every', 1)} steps, probe on {cfg.get('sap_probe_fraction', 1.0):g} "
-        "of the batch"
+        f"of the batch, probe layers {cfg.get('sap_probe_layers') or 'default'}"
     )
 
 
@@ -758,11 +761,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sap-rho", type=float, default=defaults.sap_rho, help="perturbation size")
     p.add_argument(
         "--sap-probe-rule",
-        choices=("sgd", "sign", "adam_persistent"),
+        choices=("sgd", "sign", "relative", "adam_persistent"),
         default=defaults.sap_probe_rule,
         help="ascent rule for the probe (adam_persistent = the reference code's)",
     )
     p.add_argument("--sap-probe-step-size", type=float, default=defaults.sap_probe_step_size)
+    p.add_argument(
+        "--sap-probe-layers",
+        default=None,
+        help="comma list of 0-based decoder layers for the probe (default: the product's)",
+    )
     p.add_argument("--full", action="store_true", help="the issue's grid: 4x4, 200 prompts")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "experiment")
@@ -809,6 +817,11 @@ def config_from_args(
         sap_rho=args.sap_rho,
         sap_probe_rule=args.sap_probe_rule,
         sap_probe_step_size=args.sap_probe_step_size,
+        sap_probe_layers=(
+            tuple(int(i) for i in args.sap_probe_layers.split(","))
+            if args.sap_probe_layers
+            else None
+        ),
     )
     return cfg, datasets, settings
 

@@ -278,6 +278,8 @@ def run_pipeline(
                     base_cache=_base_cache(settings, base_sha),
                 )
                 report["evaluated_adapter_sha256"] = adapter_sha
+                if plan.train.sap.enabled:
+                    report["sap_strength"] = callback.sap_strength.summary().as_dict()
             report["utility_source"] = "validation_file" if validation else "training_sample"
         except Exception as exc:  # fail closed: no report, no release
             evaluation_error = f"{type(exc).__name__}: {exc}"

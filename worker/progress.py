@@ -11,6 +11,7 @@ from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.session import session_scope
 from sap_core.callbacks import StopRequest
+from sap_core.sap_strength import SapStrengthMonitor
 
 log = logging.getLogger("keel.worker")
 
@@ -51,6 +52,9 @@ class DbProgressCallback:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self.total_steps = 0
+        # Every step's probe_rel_norm / sap_correction goes through this: one warning event when
+        # SAP stays below its floor, and the summary line of the safety report.
+        self.sap_strength = SapStrengthMonitor()
 
     # --- lease keeping ------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,6 +120,14 @@ class DbProgressCallback:
 
     def on_step(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
         self.heartbeat({"phase": "training", "step": step, "total_steps": total_steps})
+        warning = self.sap_strength.observe(metrics)
+        if warning is not None:
+            self.event(
+                warning,
+                type="sap_strength",
+                level="warn",
+                data={"step": step, "floor": self.sap_strength.floor},
+            )
         if step % self.event_every == 0 or step == total_steps or step == 1:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
             self.event(

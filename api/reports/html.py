@@ -149,8 +149,25 @@ def _judge_validation_text(report: Mapping[str, Any]) -> str | None:
     return text
 
 
+def _sap_strength_text(strength: Any) -> str | None:
+    """ "correction 4.8 % of the task gradient (median of 6 steps; floor 1 %), probe 2.0 % …" """
+    if not isinstance(strength, Mapping) or strength.get("median_correction") is None:
+        return None
+    text = (
+        f"SAP changed the weight updates by {strength['median_correction']:.2%} of the task "
+        f"gradient (median of {strength.get('measured_steps', '?')} measured steps; "
+        f"floor {strength.get('floor', 0):.0%})"
+    )
+    if strength.get("median_probe_rel_norm") is not None:
+        text += f"; probe norm {strength['median_probe_rel_norm']:.2%} of the residual norm"
+    if strength.get("below_floor"):
+        text += " — BELOW THE FLOOR: this job trained like plain fine-tuning"
+    return text
+
+
 def _settings_html(report: Mapping[str, Any]) -> str:
     items = [
+        ("SAP strength", _sap_strength_text(report.get("sap_strength"))),
         ("Judge", report.get("judge")),
         ("Judge agreement (hand-labelled set)", _judge_validation_text(report)),
         ("Max new tokens", report.get("max_new_tokens")),
