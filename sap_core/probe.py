@@ -46,16 +46,18 @@ def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
     return best
 
 
-def default_probe_layers(num_layers: int) -> tuple[int, ...]:
-    """Layers at ~1/4 and ~3/4 depth (0-based); one layer for very shallow models.
+# Fraction of the depth of the default probe layer. Screened on Qwen2.5-Coder-0.5B (docs/sap.md §
+# "Operating point"): one layer at ~20 % depth (layer 5 of 24) kept the most refusal likelihood per
+# unit of update change; layer 1 did nothing, the late layer (20 of 24) made erosion worse, and two
+# layers at the same relative strength were unstable. The reference code probed 3 and 9 of 32.
+DEFAULT_PROBE_DEPTH = 0.2
 
-    For 32 layers this gives (8, 24); the reference code used (3, 9) on Llama-2-7B (B15: the paper's
-    choice is unconfirmed).
-    """
+
+def default_probe_layers(num_layers: int) -> tuple[int, ...]:
+    """One layer at ~20 % depth (0-based): 5 of 24 (Qwen2.5-0.5B), 6 of 30 (SmolLM2-135M)."""
     if num_layers < 1:
         raise ConfigError("model has no decoder layers")
-    first, second = num_layers // 4, (3 * num_layers) // 4
-    return (first,) if first == second else (first, second)
+    return (min(num_layers - 1, round(num_layers * DEFAULT_PROBE_DEPTH)),)
 
 
 class ResidualProbe:

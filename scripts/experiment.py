@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python scripts/experiment.py` from anywhere
 
 from cli.local_service import free_port, wait_ready  # noqa: E402
+from sap_core.config import SapConfig  # noqa: E402
 from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO  # noqa: E402
 from scripts.experiment_data import DATASETS, DatasetFiles, build_datasets  # noqa: E402
 
@@ -65,6 +66,9 @@ DEFAULT_DATASETS = DATASETS
 DEFAULT_SETTINGS = ("none", "sap_mixer")
 # Above this share of off-task replies to harmful prompts a harmful score says little.
 COLLAPSE_OFF_TASK = 0.5
+
+
+_SAP_DEFAULTS = SapConfig()
 
 
 @dataclass(frozen=True)
@@ -93,23 +97,22 @@ class ExperimentConfig:
     # SAP speed approximations (docs/sap.md §2); 1 and 1.0 = exact SAP.
     sap_refresh_every: int = 4
     sap_probe_fraction: float = 0.5
-    # SAP's own knobs (sap_core.config.SapConfig). The defaults are the reference code's rho and
-    # probe lr with the product's stateless "sgd" rule: V* = beta * gap, which at rho = 2e-5 is a
-    # probe of norm ~1e-5 (docs/results.md). "adam_persistent" is the reference code's rule: its
-    # first step has size ~beta per coordinate whatever the gap's scale.
-    sap_rho: float = 2e-5
-    sap_probe_rule: str = "sgd"
-    sap_probe_step_size: float = 0.05
+    # SAP's own knobs: the product's defaults (sap_core.config.SapConfig). Runs before 2026-11-30
+    # used the reference code's rho 2e-5 with the "sgd" rule, beta 0.05 (a probe of norm ~1e-5,
+    # docs/results.md); their run ids were hashed with those values.
+    sap_rho: float = _SAP_DEFAULTS.rho
+    sap_probe_rule: str = _SAP_DEFAULTS.probe_step_rule
+    sap_probe_step_size: float = _SAP_DEFAULTS.probe_step_size
     # Decoder layers that carry a probe; None = the product's default placement.
     sap_probe_layers: tuple[int, ...] | None = None
 
     def fingerprint(self) -> str:
         payload = asdict(self)
-        # Knobs added after earlier runs are hashed only when they differ from their defaults,
-        # so the run ids already quoted in docs/results.md stay valid.
-        for knob in fields(self):
-            if knob.name in _LATE_KNOBS and payload[knob.name] == knob.default:
-                del payload[knob.name]
+        # Knobs added after earlier runs are hashed only when they differ from the values those
+        # runs used, so the run ids already quoted in docs/results.md stay valid.
+        for name, legacy in _LATE_KNOBS.items():
+            if payload[name] == legacy:
+                del payload[name]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def sap_defaults(self) -> dict[str, Any]:
@@ -124,7 +127,13 @@ class ExperimentConfig:
         }
 
 
-_LATE_KNOBS = ("sap_rho", "sap_probe_rule", "sap_probe_step_size", "sap_probe_layers")
+# Knob -> the value every run before it existed used (the reference rho and the "sgd" rule).
+_LATE_KNOBS: dict[str, Any] = {
+    "sap_rho": 2e-5,
+    "sap_probe_rule": "sgd",
+    "sap_probe_step_size": 0.05,
+    "sap_probe_layers": None,
+}
 
 
 def safety_block(setting: str, mixer_ratio: float) -> dict[str, Any]:

@@ -152,8 +152,10 @@ def test_find_layers_through_peft_wrapper() -> None:
 
 
 def test_default_layers_and_range_check() -> None:
-    assert default_probe_layers(32) == (8, 24)
-    assert default_probe_layers(4) == (1, 3)
+    assert default_probe_layers(24) == (5,)  # Qwen2.5-0.5B: the screened layer
+    assert default_probe_layers(30) == (6,)  # SmolLM2-135M
+    assert default_probe_layers(32) == (6,)
+    assert default_probe_layers(4) == (1,)
     assert default_probe_layers(1) == (0,)
     with pytest.raises(ConfigError):
         ResidualProbe(tiny("llama"), layers=(4,))

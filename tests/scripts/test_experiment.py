@@ -54,11 +54,17 @@ def test_full_flag_gives_the_issue_grid_and_fingerprints_differ() -> None:
 
 
 def test_sap_knobs_reach_the_policy_and_keep_old_run_ids() -> None:
-    # The run quoted in docs/results.md was made before the SAP knobs existed: at their
-    # defaults they must not change its id, so its cached cells are still found.
+    # The run quoted in docs/results.md was made before the SAP knobs existed, at the reference
+    # rho and the "sgd" rule: spelled out, those values must not change its id, so its cached
+    # cells are still found. The product default since then is a different (hashed) setting.
+    legacy = ["--sap-rho", "2e-5", "--sap-probe-rule", "sgd", "--sap-probe-step-size", "0.05"]
     reference = ["--rows", "24", "--harmful", "200", "--benign", "40", "--contrast-ratio", "0.5"]
-    old, _, _ = config_from_args(parse_args(reference))
+    old, _, _ = config_from_args(parse_args([*reference, *legacy]))
     assert old.fingerprint() == "0cd0098d2025"
+    product, _, _ = config_from_args(parse_args(reference))
+    assert product.fingerprint() != old.fingerprint()
+    assert experiment_policy(product)["sap"]["defaults"]["probe_step_rule"] == "relative"
+    reference = [*reference, *legacy]
     adam, _, _ = config_from_args(parse_args([*reference, "--sap-probe-rule", "adam_persistent"]))
     assert adam.fingerprint() != old.fingerprint()
     defaults = experiment_policy(adam)["sap"]["defaults"]
