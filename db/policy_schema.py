@@ -87,6 +87,9 @@ class MixerSection(_Strict):
 class ScreeningSection(_Strict):
     enabled: bool = False
     max_flagged_fraction: Share = 0.0
+    # An absolute cap beside the fraction: a large file must not carry hundreds of harmful rows
+    # under a small percentage (docs/mixer.md §4). None = no row cap.
+    max_flagged_rows: Annotated[int, Field(ge=0)] | None = None
 
 
 class EvaluationSection(_Strict):

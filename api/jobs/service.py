@@ -172,16 +172,13 @@ def _screen_training_file(store: BlobStore, file: File, policy: dict[str, Any]) 
     if not screening_policy.get("enabled", False):
         return None
     results = screening.screen_conversations(read_conversations(store, file))
-    summary = screening.summarize(results)
-    limit = float(screening_policy.get("max_flagged_fraction", 0.0))
-    if summary.flagged_fraction <= limit:
-        return None
-    lines = [str(r.line) for r in results if r.flagged][:10]
-    categories = ", ".join(sorted(summary.per_category)) or "harmful_request"
-    return (
-        f"{summary.flagged_count} of {summary.rows} examples were flagged ({categories}); "
-        f"the policy allows at most {limit:.0%}. First flagged lines: {', '.join(lines)}."
+    limits = screening.ScreeningLimits(
+        max_flagged_fraction=float(screening_policy.get("max_flagged_fraction", 0.0)),
+        max_flagged_rows=screening_policy.get("max_flagged_rows"),
     )
+    flagged_lines = tuple(r.line for r in results if r.flagged)
+    decision = screening.decide(screening.summarize(results), limits, flagged_lines)
+    return decision.message if decision.rejected else None
 
 
 def enqueue(session: Session, job_id: str) -> None:

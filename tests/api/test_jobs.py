@@ -176,6 +176,39 @@ def test_screening_flags_the_training_file(
     assert enqueued == []
 
 
+def test_screening_row_cap_rejects_a_large_file_under_the_fraction(
+    client: TestClient, alice: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.put(
+        "/admin/v1/policy",
+        headers={"Authorization": "Bearer " + "test-admin-" + "k" * 32},
+        json={
+            "allowed_models": [MODEL],
+            "screening": {"enabled": True, "max_flagged_fraction": 0.05, "max_flagged_rows": 10},
+        },
+    )
+    big = client.post(
+        "/v1/files",
+        headers=alice.headers,
+        data={"purpose": "fine-tune"},
+        files={"file": ("big.jsonl", chat_jsonl(300))},
+    ).json()["id"]
+
+    def flag_every_25th(conversations: Any) -> list[screening.ScreenResult]:
+        # 12 of 300 rows = 4 %: under the fraction limit, over the row cap.
+        return [
+            screening.ScreenResult(i, i % 25 == 0, 1.0 if i % 25 == 0 else 0.0, "c", "stub")
+            for i, _ in enumerate(conversations, start=1)
+        ]
+
+    monkeypatch.setattr(screening, "screen_conversations", flag_every_25th)
+    job = _create(client, alice, model=MODEL, training_file=big).json()
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "training_file_flagged"
+    assert "12 of 300" in job["error"]["message"]
+    assert "at most 10 flagged rows" in job["error"]["message"]
+
+
 def test_list_pagination_and_metadata_filter(
     client: TestClient, alice: Customer, training_file: str
 ) -> None:
