@@ -20,7 +20,7 @@ First-order, one batch, plain gradients (the optimiser is AdamW, which rescales 
 a screen for which settings differ from SFT at all, not a safety measurement.
 
 ``--layers`` screens several probe placements (``"6,18;2,7;12"``: decoder layer indices,
-placements separated by ``;``; ``default`` = the trainer's ~1/4 and ~3/4 depth) and ``--data
+placements separated by ``;``; ``default`` = the trainer's one layer at ~20 % depth) and ``--data
 harmful`` warms up and screens on the experiment's harmful pairs instead of the word problems
 (the customer SAP should matter most for). ``--bf16-check`` adds, per setting, the cosine of the
 probe gap under bf16 autocast with the fp32 gap on the same batch (GPU jobs run under bf16).
