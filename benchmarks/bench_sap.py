@@ -92,7 +92,7 @@ def parse_args() -> argparse.Namespace:
         "--rho",
         type=float,
         default=None,
-        help="default 2e-5 (fp32 cpu), 1e-2 (bf16 gpu, docs/sap.md)",
+        help="default: the product's (sap_core.config.SapConfig, 0.2)",
     )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -204,12 +204,11 @@ def main() -> None:
     n_steps = args.warmup + args.steps + 1
     train, pairs = make_data(rows, seq, vocab, rows * n_steps, 4 * args.safety_batch, args.seed)
 
-    # 2e-5 (the code's value) is below bf16 resolution: the probe gap would be 0 or noise.
-    rho = args.rho if args.rho is not None else (1e-2 if device.type == "cuda" else 2e-5)
+    # The product's default operating point (rho, probe rule and beta, probe layer, the
+    # correction measurement on refresh steps): its cost is what a job pays.
+    rho = args.rho if args.rho is not None else SapConfig().rho
     sap = SapConfig(
         rho=rho,
-        probe_step_rule="sgd",
-        probe_step_size=0.05,
         safety_batch_size=args.safety_batch,
         direction_refresh_every=1 if args.exact else args.refresh_every,
         probe_batch_fraction=1.0 if args.exact else args.probe_fraction,
