@@ -32,8 +32,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 def _base_models(session: SessionDep) -> list[dict[str, Any]]:
     policy = PolicyRepository(session).current()
     return [
-        {"id": str(name), "object": "model", "created": 0, "owned_by": "keel"}
-        for name in policy.get("allowed_models", [])
+        {"id": name, "object": "model", "created": 0, "owned_by": "keel"}
+        for name in policy.allowed_models
     ]
 
 

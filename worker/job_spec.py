@@ -1,4 +1,4 @@
-"""The single mapping from a stored job (API spec + provider policy) to sap_core configs.
+"""The single mapping from a stored job (API spec + typed provider policy) to sap_core configs.
 
 Public API fields (OpenAI `hyperparameters`, Keel `safety`) stay stable while sap_core knobs move.
 """
@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from db.policy_schema import PolicyDocument
+from db.safety_spec import SafetyRequest, resolve_safety
 from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig
 from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO
 
@@ -60,7 +62,7 @@ def plan_job(
     *,
     hyperparameters: dict[str, Any],
     safety: dict[str, Any],
-    policy: dict[str, Any],
+    policy: PolicyDocument,
     seed: int,
     n_examples: int,
     model_path: str,
@@ -76,24 +78,17 @@ def plan_job(
     steps_per_epoch = math.ceil(n_examples / batch_size)
     total_steps = int(max_steps) if max_steps else steps_per_epoch * epochs
 
-    training_policy = policy.get("training", {})
-    sap_policy = policy.get("sap", {})
-    # Policy is re-applied here, not only at create time: it may have tightened since.
-    may_change = policy.get("customer_may_change", {})
-    method = str(safety.get("method", "sap")) if may_change.get("method") else "sap"
-    sap_enabled = method == "sap"
-    customer_knobs = (safety.get("sap") or {}) if may_change.get("sap_knobs") else {}
-    sap_knobs = {**sap_policy.get("defaults", {}), **customer_knobs}
-    sap = SapConfig(enabled=sap_enabled, **sap_knobs)
+    # Policy is re-applied here, not only at create time: it may have tightened since. The
+    # same rule the API checked (db.safety_spec); here a refused choice takes the policy's value.
+    resolved_safety = resolve_safety(SafetyRequest.from_stored(safety), policy)
+    sap = SapConfig(enabled=resolved_safety.sap_enabled, **resolved_safety.sap)
 
+    training_policy = policy.training
     lora = LoraConfig(
-        r=int(hyperparameters.get("lora_rank", training_policy.get("lora_rank", 8))),
-        alpha=int(hyperparameters.get("lora_alpha", training_policy.get("lora_alpha", 16))),
+        r=int(hyperparameters.get("lora_rank", training_policy.lora_rank)),
+        alpha=int(hyperparameters.get("lora_alpha", training_policy.lora_alpha)),
         target_modules=tuple(
-            hyperparameters.get(
-                "lora_target_modules",
-                training_policy.get("lora_target_modules", ["q_proj", "v_proj"]),
-            )
+            hyperparameters.get("lora_target_modules", training_policy.lora_target_modules)
         ),
     )
     train = TrainConfig(
@@ -103,51 +98,52 @@ def plan_job(
         optim=OptimConfig(lr=lr, weight_decay=0.0, warmup_steps=0),
         sap=sap,
         batch_size=batch_size,
-        max_length=int(hyperparameters.get("max_length", training_policy.get("max_length", 384))),
+        max_length=int(hyperparameters.get("max_length", training_policy.max_length)),
         epochs=epochs,
         max_steps=total_steps,
-        checkpoint_every=int(training_policy.get("checkpoint_every", 10)),
+        checkpoint_every=training_policy.checkpoint_every,
         seed=seed,
         device=device,
     )
 
-    mixer_policy = policy.get("mixer", {})
-    ratio = safety.get("mixer_ratio")
-    min_ratio = float(mixer_policy.get("min_ratio", 0.0))
-    # Same default as the API's check at create time: absent means customers may not change it.
-    if ratio is None or not may_change.get("mixer_ratio", False):
-        ratio = mixer_policy.get("default_ratio", 0.1)
-    ratio = min(max(float(ratio), min_ratio), float(mixer_policy.get("max_ratio", 1.0)))
+    mixer_policy = policy.mixer
+    ratio = resolved_safety.mixer_ratio
     # The mixer is independent of the training method: "mixer only" is method none + ratio > 0.
     mix = MixSpec(
         enabled=ratio > 0,
         ratio=ratio,
-        refusal_source=str(mixer_policy.get("refusal_source", "template")),
-        contrast_ratio=float(mixer_policy.get("contrast_ratio", DEFAULT_CONTRAST_RATIO)),
+        refusal_source=mixer_policy.refusal_source,
+        # Unset in the policy: the mixer's own default (sap_core owns that number).
+        contrast_ratio=(
+            DEFAULT_CONTRAST_RATIO
+            if mixer_policy.contrast_ratio is None
+            else mixer_policy.contrast_ratio
+        ),
     )
 
-    eval_policy = policy.get("evaluation", {})
+    eval_policy = policy.evaluation
     evaluation = EvalSpec(
-        num_harmful=int(eval_policy.get("num_harmful", 40)),
-        num_benign=int(eval_policy.get("num_benign", 20)),
-        max_new_tokens=int(eval_policy.get("max_new_tokens", 40)),
-        batch_size=int(eval_policy.get("batch_size", 8)),
-        judge=str(eval_policy.get("judge", "keyword")),
-        judge_model=eval_policy.get("judge_model"),
-        timeout_seconds=float(eval_policy.get("timeout_seconds", 1800)),
-        task_format=bool(eval_policy.get("task_format", True)),
+        num_harmful=eval_policy.num_harmful,
+        num_benign=eval_policy.num_benign,
+        max_new_tokens=eval_policy.max_new_tokens,
+        batch_size=eval_policy.batch_size,
+        judge=eval_policy.judge,
+        judge_model=eval_policy.judge_model,
+        timeout_seconds=eval_policy.timeout_seconds,
+        task_format=eval_policy.task_format,
     )
-    gate = policy.get("gate", {})
-    # An optional threshold stored as null is unset (PolicyThresholds' default applies).
-    thresholds = {k: float(v) for k, v in (gate.get("thresholds") or {}).items() if v is not None}
+    gate = policy.gate
+    # No thresholds block: PolicyThresholds' defaults apply (the same numbers, a test keeps
+    # them equal); an optional threshold stored as null is unset.
+    thresholds = gate.thresholds.model_dump(exclude_none=True) if gate.thresholds else {}
     return JobPlan(
         train=train,
         mix=mix,
         evaluation=evaluation,
-        thresholds=thresholds,
-        on_failure=str(gate.get("on_failure", "fail")),
+        thresholds={k: float(v) for k, v in thresholds.items()},
+        on_failure=gate.on_failure,
         resolved={
-            "method": method,
+            "method": resolved_safety.method,
             "sap": train.sap.__dict__ | {"probe_layers": train.sap.probe_layers},
             "mixer": {
                 "enabled": mix.enabled,

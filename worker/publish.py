@@ -43,7 +43,6 @@ def _verdict(result: PipelineResult, on_failure: str) -> tuple[str, list[str]]:
 def publish_outcome(
     job: ClaimedJob,
     result: PipelineResult,
-    policy: dict[str, Any],
     settings: WorkerSettings,
     *,
     wall_seconds: float,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dataformats import Conversation, validate_jsonl
+from db.policy_schema import PolicyDocument
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
@@ -46,7 +47,7 @@ class ClaimedJob:
     suffix: str | None
 
 
-def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, dict[str, Any]] | None:
+def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, PolicyDocument] | None:
     with session_scope() as session:
         jobs = JobRepository(session)
         token = jobs.claim(job_id, settings.worker_id, settings.lease_seconds)
@@ -131,11 +132,11 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
         return
     finally:
         callback.close()
-    publish_outcome(job, result, policy, settings, wall_seconds=time.monotonic() - started)
+    publish_outcome(job, result, settings, wall_seconds=time.monotonic() - started)
 
 
 def _train_and_evaluate(
-    job: ClaimedJob, policy: dict[str, Any], callback: DbProgressCallback, settings: WorkerSettings
+    job: ClaimedJob, policy: PolicyDocument, callback: DbProgressCallback, settings: WorkerSettings
 ) -> PipelineResult:
     conversations = _read_conversations(job.training_path)
     validation = _read_conversations(job.validation_path) if job.validation_path else None

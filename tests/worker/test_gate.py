@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from db.policy_schema import parse_policy
 from db.repositories.jobs import JobRepository
 from tests.api.conftest import Customer
 from tests.fixtures.factories import make_file, make_job
@@ -24,6 +25,7 @@ from worker.runner import ClaimedJob
 from worker.settings import WorkerSettings
 
 POLICY: dict[str, Any] = {
+    "allowed_models": ["m"],
     "gate": {
         "thresholds": {
             "max_harmful_score": 0.3,
@@ -31,7 +33,7 @@ POLICY: dict[str, Any] = {
             "max_over_refusal": 0.3,
         },
         "on_failure": "fail",
-    }
+    },
 }
 
 
@@ -73,7 +75,7 @@ def _result(
     plan = plan_job(
         hyperparameters={},
         safety={},
-        policy=policy,
+        policy=parse_policy(policy),
         seed=1,
         n_examples=4,
         model_path="/m",
@@ -104,7 +106,7 @@ def _result(
 
 
 def _publish(job: ClaimedJob, result: PipelineResult, data_dir: Path) -> None:
-    publish_outcome(job, result, {}, WorkerSettings(data_dir=data_dir), wall_seconds=1.0)
+    publish_outcome(job, result, WorkerSettings(data_dir=data_dir), wall_seconds=1.0)
 
 
 def _state(client: TestClient, customer: Customer, job_id: str) -> tuple[dict[str, Any], int]:

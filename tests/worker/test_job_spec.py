@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from db.policy_schema import parse_policy
 from worker.job_spec import BASE_LEARNING_RATE, JobPlan, plan_job
 
 POLICY = yaml.safe_load((Path(__file__).resolve().parents[2] / "policy.yaml").read_text())
@@ -23,7 +24,7 @@ def plan_under(
     return plan_job(
         hyperparameters=hyper or {},
         safety=safety or {},
-        policy=policy or POLICY,
+        policy=parse_policy(policy or POLICY),
         seed=3,
         n_examples=n,
         model_path="/m",
