@@ -1,4 +1,9 @@
-"""Jobs: create (validate → insert → commit → enqueue), cancel, pause, resume, reports."""
+"""Jobs: create (validate → insert; enqueue after the request commits), cancel, pause, resume.
+
+Nothing here commits: the request owns the one transaction (api.dependencies.get_session); the
+enqueue is registered on its after-commit hook (db.after_commit), so a worker never receives
+the id of a job that is not yet (or never will be) stored.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import screening
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.service import read_conversations
 from api.jobs.schemas import Hyperparameters, JobCreate, SafetySpec
+from db.after_commit import after_commit
 from db.base import utcnow
 from db.blobs import BlobStore
 from db.ids import JOB_PREFIX, new_id
@@ -24,6 +30,7 @@ from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
 from db.repositories.safety_reports import SafetyReportRepository
 from db.safety_spec import SafetyRequest, resolve_safety, sap_knobs_json
+from db.session import session_scope
 from worker import queue as job_queue
 
 log = logging.getLogger("keel.api.jobs")
@@ -134,12 +141,10 @@ def create_job(
             error_param="training_file",
         )
         events.append(job.id, tenant_id, f"Training file rejected: {flagged}", level="error")
-        session.commit()
         return job
     jobs.set_status(job, JobStatus.QUEUED)
     events.append(job.id, tenant_id, "Files validated, moving job to queued state")
-    session.commit()
-    enqueue(session, job.id)
+    enqueue_after_commit(session, job.id)
     return job
 
 
@@ -160,15 +165,21 @@ def _screen_training_file(store: BlobStore, file: File, policy: PolicyDocument) 
     )
 
 
-def enqueue(session: Session, job_id: str) -> None:
+def enqueue_after_commit(session: Session, job_id: str) -> None:
+    """Send the job id once the request's transaction commits (never if it rolls back)."""
+    after_commit(session, lambda: _enqueue(job_id))
+
+
+def _enqueue(job_id: str) -> None:
     """After commit: send the job id. A lost enqueue leaves it queued for the reaper."""
     try:
         job_queue.enqueue_fine_tuning_job(job_id)
     except Exception:
         log.warning("enqueue of %s failed; the reaper will re-enqueue it", job_id, exc_info=True)
         return
-    JobRepository(session).mark_enqueued(job_id)
-    session.commit()
+    # Its own short transaction: the request's has committed (the reaper keys on enqueued_at).
+    with session_scope() as session:
+        JobRepository(session).mark_enqueued(job_id)
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
@@ -221,8 +232,7 @@ def resume_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
     assert updated is not None
     EventRepository(session).append(job_id, tenant_id, "Job resumed")
     if was_paused:
-        session.commit()
-        enqueue(session, job_id)
+        enqueue_after_commit(session, job_id)
     return updated
 
 
