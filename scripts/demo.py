@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -22,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client_commands import watch_job
-from cli.local_service import free_port, wait_ready
+from cli.local_service import serve_locally
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
@@ -41,34 +38,14 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.monotonic()
-    keel = str(Path(sys.executable).with_name("keel"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "KEEL_ENV": os.environ.get("KEEL_ENV", "development")}
     log_path = ROOT / "var" / "demo-serve.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]Keel demo")
-    console.print(
-        f"Starting `keel serve --port {port}` (API + Celery worker + reaper); log: {log_path}"
-    )
-    with log_path.open("ab") as log:
-        server = subprocess.Popen(
-            [keel, "serve", "--port", str(port)],
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        wait_ready(base, server)
-        created = subprocess.run(
-            [keel, "admin", "create-tenant", f"demo-{int(time.time())}"],
-            check=True,
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        api_key = created.stdout.strip().splitlines()[-1]
+    console.print(f"Starting `keel serve` (API + Celery worker + reaper); log: {log_path}")
+    with serve_locally(env, log_path) as service:
+        base = service.base_url
+        console.print(f"Keel is ready at {base}")
+        api_key = service.create_tenant(f"demo-{int(time.time())}")
         console.print("Created a tenant and an API key (keel admin create-tenant)")
         client = httpx.Client(
             base_url=f"{base}/v1", timeout=120, headers={"Authorization": f"Bearer {api_key}"}
@@ -123,13 +100,7 @@ def main() -> None:
             f"  demo output   {out_dir}\n  server log    {log_path}"
         )
         console.print(f"Demo wall time: {time.monotonic() - started:.0f} s")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        console.print("Keel stopped cleanly")
+    console.print("Keel stopped cleanly")
 
 
 def _rate(model: dict[str, Any], group: str, key: str) -> str:

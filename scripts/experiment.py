@@ -45,7 +45,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python scripts/experiment.py` from anywhere
 
-from cli.local_service import free_port, wait_ready  # noqa: E402
+from cli.local_service import serve_locally  # noqa: E402
 from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO  # noqa: E402
 from scripts.experiment_data import DATASETS, DatasetFiles, build_datasets  # noqa: E402
 
@@ -330,14 +330,12 @@ class Service:
 @contextmanager
 def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
     """Start ``keel serve`` with a fresh embedded state and the experiment policy."""
-    keel = str(Path(sys.executable).with_name("keel"))
     # A fresh state each run: results live in results.json, and an old queue must not replay.
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
     policy_path = state_dir / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(experiment_policy(cfg), sort_keys=False))
     admin_key = secrets.token_hex(32)
-    port = free_port()
     env = {
         **os.environ,
         "KEEL_ENV": os.environ.get("KEEL_ENV", "development"),
@@ -359,27 +357,9 @@ def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
         "KEEL_LEASE_SECONDS": os.environ.get("KEEL_LEASE_SECONDS", "900"),
     }
     log_path = state_dir / "serve.log"
-    with log_path.open("ab") as log:
-        server = subprocess.Popen(
-            [keel, "serve", "--port", str(port)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, server, timeout=300)
-        created = subprocess.run(
-            [keel, "admin", "create-tenant", f"experiment-{int(time.time())}"],
-            check=True,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        api_key = created.stdout.strip().splitlines()[-1]
+    with serve_locally(env, log_path, cwd=ROOT, ready_timeout=300, stop_timeout=60) as local:
+        base = local.base_url
+        api_key = local.create_tenant(f"experiment-{int(time.time())}")
         admin = httpx.Client(
             base_url=f"{base}/admin/v1",
             timeout=60,
@@ -393,13 +373,7 @@ def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
         client = httpx.Client(
             base_url=f"{base}/v1", timeout=300, headers={"Authorization": f"Bearer {api_key}"}
         )
-        yield Service(client=client, admin=admin, log_path=log_path, started=[server])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        yield Service(client=client, admin=admin, log_path=log_path, started=[local.process])
 
 
 @contextmanager
