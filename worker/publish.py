@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from db.repositories.artifacts import ArtifactRepository
 from db.repositories.events import EventRepository
@@ -17,11 +17,9 @@ from db.repositories.jobs import JobRepository
 from db.repositories.safety_reports import SafetyReportRepository
 from db.session import session_scope
 from worker.artifacts import sha256_file
+from worker.job import ClaimedJob
 from worker.pipeline import PipelineResult
 from worker.settings import WorkerSettings
-
-if TYPE_CHECKING:
-    from worker.runner import ClaimedJob
 
 log = logging.getLogger("keel.gate")
 

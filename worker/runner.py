@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dataformats import Conversation, validate_jsonl
 from db.policy_schema import PolicyDocument
@@ -23,6 +21,7 @@ from db.repositories.policy import PolicyRepository
 from db.session import session_scope
 from sap_core.errors import SapError, TrainingCancelled
 from worker.artifacts import JobPaths
+from worker.job import ClaimedJob
 from worker.job_spec import plan_job
 from worker.pipeline import PipelineResult, resolve_device, run_pipeline
 from worker.progress import DbProgressCallback, LeaseLostError
@@ -30,21 +29,6 @@ from worker.publish import publish_outcome
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.worker")
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    id: str
-    tenant_id: str
-    model: str
-    token: int
-    attempts: int
-    training_path: Path
-    validation_path: Path | None
-    hyperparameters: dict[str, Any]
-    safety: dict[str, Any]
-    seed: int
-    suffix: str | None
 
 
 def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, PolicyDocument] | None:

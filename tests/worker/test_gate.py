@@ -18,10 +18,10 @@ from db.repositories.jobs import JobRepository
 from tests.api.conftest import Customer
 from tests.fixtures.factories import make_file, make_job
 from worker.artifacts import JobPaths, package_adapter
+from worker.job import ClaimedJob
 from worker.job_spec import plan_job
 from worker.pipeline import PipelineResult
 from worker.publish import publish_outcome
-from worker.runner import ClaimedJob
 from worker.settings import WorkerSettings
 
 POLICY: dict[str, Any] = {
