@@ -6,7 +6,7 @@ Public API fields (OpenAI `hyperparameters`, Keel `safety`) stay stable while sa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from db.policy_schema import PolicyDocument
@@ -43,6 +43,21 @@ class MixSpec:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """The step schedule the customer asked for; sized once the number of examples is known."""
+
+    batch_size: int
+    epochs: int
+    max_steps: int | None
+
+    def size(self, n_examples: int) -> tuple[int, int]:
+        """(batch size, total steps) for ``n_examples`` rows: the batch never exceeds the data."""
+        batch_size = max(1, min(self.batch_size, max(1, n_examples)))
+        steps_per_epoch = math.ceil(n_examples / batch_size)
+        return batch_size, self.max_steps or steps_per_epoch * self.epochs
+
+
+@dataclass(frozen=True)
 class JobPlan:
     train: TrainConfig
     mix: MixSpec
@@ -50,6 +65,20 @@ class JobPlan:
     thresholds: dict[str, float]
     on_failure: str
     resolved: dict[str, Any] = field(default_factory=dict)
+    schedule: Schedule | None = None
+
+    def for_examples(self, n_examples: int) -> JobPlan:
+        """The same plan with its batch size and step count sized to ``n_examples`` rows.
+
+        The job is planned once, before the safety mixer adds rows; only the schedule follows
+        the mixed, tokenised data size (nothing of the policy is resolved again).
+        """
+        if self.schedule is None:
+            return self
+        batch_size, total_steps = self.schedule.size(n_examples)
+        train = replace(self.train, batch_size=batch_size, max_steps=total_steps)
+        resolved = {**self.resolved, "total_steps": total_steps}
+        return replace(self, train=train, resolved=resolved)
 
 
 def _auto(value: Any, default: float) -> float:
@@ -70,13 +99,15 @@ def plan_job(
     device: str,
 ) -> JobPlan:
     """Resolve "auto" values; provider policy wins over the customer's safety block."""
-    batch_size = int(_auto(hyperparameters.get("batch_size"), DEFAULT_BATCH_SIZE))
-    batch_size = max(1, min(batch_size, max(1, n_examples)))
-    epochs = int(_auto(hyperparameters.get("n_epochs"), DEFAULT_EPOCHS))
-    lr = BASE_LEARNING_RATE * _auto(hyperparameters.get("learning_rate_multiplier"), 1.0)
     max_steps = hyperparameters.get("max_steps")
-    steps_per_epoch = math.ceil(n_examples / batch_size)
-    total_steps = int(max_steps) if max_steps else steps_per_epoch * epochs
+    schedule = Schedule(
+        batch_size=int(_auto(hyperparameters.get("batch_size"), DEFAULT_BATCH_SIZE)),
+        epochs=int(_auto(hyperparameters.get("n_epochs"), DEFAULT_EPOCHS)),
+        max_steps=int(max_steps) if max_steps else None,
+    )
+    batch_size, total_steps = schedule.size(n_examples)
+    epochs = schedule.epochs
+    lr = BASE_LEARNING_RATE * _auto(hyperparameters.get("learning_rate_multiplier"), 1.0)
 
     # Policy is re-applied here, not only at create time: it may have tightened since. The
     # same rule the API checked (db.safety_spec); here a refused choice takes the policy's value.
@@ -152,4 +183,5 @@ def plan_job(
             },
             "total_steps": total_steps,
         },
+        schedule=schedule,
     )
