@@ -146,7 +146,8 @@ class SafetyReport(_Open):
     models: Models | None = None
     base_from_cache: bool | None = None
     benign_samples: list[dict[str, Any]] | None = None
-    training_curves: dict[str, list[float]] | None = None
+    # Series name -> values; a non-finite value is stored as null (JSON has no NaN).
+    training_curves: dict[str, list[float | None]] | None = None
     mix_report: dict[str, Any] | None = None
     # The thresholds the verdict was decided with (PolicyThresholds as a dict).
     policy: dict[str, float | None] | None = None

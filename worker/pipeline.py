@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from dataformats import Conversation, Message
+from safety_report import SafetyReport
 from sap_core.data import encode_triple, tokenize_dataset
 from sap_core.errors import DataFormatError, EvaluationError, ModelRegistryError
 from sap_core.evaluation.base_cache import BaseEvaluationCache
@@ -58,7 +59,7 @@ CORPUS_GENERATION_LIMIT = 64
 class PipelineResult:
     adapter_zip: Path
     adapter_sha256: str
-    report: dict[str, Any] | None
+    report: SafetyReport | None
     evaluation_error: str | None
     trained_tokens: int
     plan: JobPlan
@@ -173,7 +174,7 @@ class JobRecipe:
         self.resume_from = resume_from
         self.say = callback.event
         self.trainer: SafetyAwareTrainer | None = None
-        self.report: dict[str, Any] | None = None
+        self.report: SafetyReport | None = None
         self.evaluation_error: str | None = None
 
     # ------------------------------------------------------------------------------- setup
@@ -339,10 +340,8 @@ class JobRecipe:
                         thresholds=thresholds,
                         base_cache=_base_cache(self.settings, self.base_sha),
                     )
-                    report["evaluated_adapter_sha256"] = self.adapter_sha
-                report["utility_source"] = (
-                    "validation_file" if self.validation else "training_sample"
-                )
+                    report.evaluated_adapter_sha256 = self.adapter_sha
+                report.utility_source = "validation_file" if self.validation else "training_sample"
                 self.report = report
             except Exception as exc:  # fail closed: no report, no release
                 self.evaluation_error = f"{type(exc).__name__}: {exc}"

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from db.policy_schema import parse_policy
 from db.repositories.jobs import JobRepository
+from safety_report import read_report
 from tests.api.conftest import Customer
 from tests.fixtures.factories import make_file, make_job
 from worker.artifacts import JobPaths, package_adapter
@@ -97,7 +98,7 @@ def _result(
     return PipelineResult(
         adapter_zip=paths.adapter_zip,
         adapter_sha256=evaluated_sha or sha,
-        report=report,
+        report=None if report is None else read_report(report),
         evaluation_error=None if report else "RuntimeError: boom",
         trained_tokens=10,
         plan=plan,

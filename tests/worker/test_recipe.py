@@ -143,8 +143,10 @@ def test_the_recipe_plans_once_trains_saves_evaluates_and_cleans_up(
     assert result.adapter_zip.exists()
     assert result.evaluation_error is None, result.evaluation_error
     assert result.report is not None
-    assert result.report["evaluated_adapter_sha256"] == result.adapter_sha256
-    assert result.report["utility_source"] == "training_sample"
+    assert result.report.evaluated_adapter_sha256 == result.adapter_sha256
+    assert result.report.utility_source == "training_sample"
+    assert result.report.fine_tuned is not None
+    assert result.report.verdict is not None  # the plan's thresholds: the gate can decide
     assert cleanups == [1]
 
 
