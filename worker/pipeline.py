@@ -143,11 +143,11 @@ def _phase(callback: DbProgressCallback, name: str) -> Iterator[None]:
 class JobRecipe:
     """One job as a recipe: ``setup → train → save → evaluate``, then ``cleanup`` whatever happened.
 
-    Each step is a method that reads what the previous ones left on the instance; `run_pipeline`
-    is the only caller and runs them in order, with `cleanup` in a ``finally`` (pause, cancel and
-    divergence end `train` with an exception, and the trainer's hooks and GPU memory must still
-    be released). The job is planned once, in `setup`; only its schedule is sized to the mixed,
-    tokenised data (`JobPlan.for_examples`).
+    Each step is a method that reads what the previous ones left on the instance; `run` calls
+    them in order, with `cleanup` in a ``finally`` (pause, cancel and divergence end `train` with
+    an exception, and the trainer's hooks and GPU memory must still be released). The job is
+    planned once, in `setup`; only its schedule is sized to the mixed, tokenised data
+    (`JobPlan.for_examples`).
     """
 
     def __init__(
@@ -353,6 +353,23 @@ class JobRecipe:
             self.trainer.cleanup()
             self.trainer = None
 
+    def run(self) -> PipelineResult:
+        """setup → train → save → evaluate; the trainer is cleaned up however the job ends."""
+        try:
+            self.setup()
+            self.train()
+            self.save()
+            self.evaluate()
+            return self.result()
+        finally:
+            try:
+                self.cleanup()
+            except Exception:
+                # Never let a failed cleanup replace the exception that ended the job (pause,
+                # cancel, divergence): the runner acts on that one. On success it is logged
+                # too: the adapter is saved and evaluated; freeing memory is not the outcome.
+                log.exception("job %s: trainer cleanup failed", self.job_id)
+
     def result(self) -> PipelineResult:
         return PipelineResult(
             adapter_zip=self.paths.adapter_zip,
@@ -363,46 +380,6 @@ class JobRecipe:
             plan=self.plan,
             mix_report=self.mix_report,
         )
-
-
-def run_pipeline(
-    *,
-    job_id: str,
-    model_name: str,
-    conversations: Sequence[Conversation],
-    validation: Sequence[Conversation] | None,
-    plan_factory: Callable[[int, Path], JobPlan],
-    paths: JobPaths,
-    callback: DbProgressCallback,
-    settings: WorkerSettings,
-    resume_from: Path | None,
-) -> PipelineResult:
-    """Run the job's recipe; the trainer is cleaned up however the job ends."""
-    recipe = JobRecipe(
-        job_id=job_id,
-        model_name=model_name,
-        conversations=conversations,
-        validation=validation,
-        plan_factory=plan_factory,
-        paths=paths,
-        callback=callback,
-        settings=settings,
-        resume_from=resume_from,
-    )
-    try:
-        recipe.setup()
-        recipe.train()
-        recipe.save()
-        recipe.evaluate()
-        return recipe.result()
-    finally:
-        try:
-            recipe.cleanup()
-        except Exception:
-            # Never let a failed cleanup replace the exception that ended the job (pause,
-            # cancel, divergence): the runner acts on that one. On success it is logged too:
-            # the adapter is saved and evaluated, and freeing memory is not the job's outcome.
-            log.exception("job %s: trainer cleanup failed", job_id)
 
 
 def _task_framing(profile: FormatProfile, enabled: bool) -> TaskFraming | None:

@@ -23,7 +23,7 @@ from sap_core.errors import SapError, TrainingCancelled
 from worker.artifacts import JobPaths
 from worker.job import ClaimedJob
 from worker.job_spec import plan_job
-from worker.pipeline import PipelineResult, resolve_device, run_pipeline
+from worker.pipeline import JobRecipe, PipelineResult, resolve_device
 from worker.progress import DbProgressCallback, LeaseLostError
 from worker.publish import publish_outcome
 from worker.settings import WorkerSettings
@@ -128,7 +128,7 @@ def _train_and_evaluate(
     with session_scope() as session:
         latest = CheckpointRepository(session).latest(job.id)
         resume_from = settings.data_dir / latest.storage_path if latest is not None else None
-    return run_pipeline(
+    return JobRecipe(
         job_id=job.id,
         model_name=job.model,
         conversations=conversations,
@@ -147,7 +147,7 @@ def _train_and_evaluate(
         callback=callback,
         settings=settings,
         resume_from=resume_from,
-    )
+    ).run()
 
 
 def _finish_stopped(job: ClaimedJob, reason: str, callback: DbProgressCallback) -> None:

@@ -1,7 +1,7 @@
 """worker.pipeline: the job recipe on a tiny real-architecture model (plumbing, never safety).
 
-setup → train → save → evaluate → cleanup with the real trainer, mixer, corpus and evaluator; the
-trainer is cleaned up however the job ends (finished, paused, cancelled).
+JobRecipe.run: setup → train → save → evaluate → cleanup with the real trainer, mixer, corpus
+and evaluator; the trainer is cleaned up however the job ends (finished, paused, cancelled).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ POLICY = parse_policy(
 
 
 class RecordingCallback:
-    """What run_pipeline needs of DbProgressCallback, recorded; stops when told to."""
+    """What the recipe needs of DbProgressCallback, recorded; stops when told to."""
 
     def __init__(self, stop_at: tuple[int, StopRequest] | None = None) -> None:
         self.stop_at = stop_at
@@ -102,7 +102,7 @@ def _run(
             device="cpu",
         )
 
-    return pipeline.run_pipeline(
+    return pipeline.JobRecipe(
         job_id="ftjob-t",
         model_name="tiny",
         conversations=_rows(6),
@@ -112,7 +112,7 @@ def _run(
         callback=callback,  # type: ignore[arg-type]
         settings=settings,
         resume_from=None,
-    )
+    ).run()
 
 
 def _count_cleanups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
