@@ -17,7 +17,12 @@ from db.settings import KeelSettings, get_settings
 
 
 def get_session() -> Iterator[Session]:
-    """The request owns the transaction: commit on success, roll back on any error."""
+    """The request owns the transaction: commit on success, roll back on any error.
+
+    This is the one commit of a request: services and routers never commit. Work that must
+    follow the commit (enqueue, blob deletion) registers on ``db.after_commit.after_commit``
+    and runs right after this commit, or is dropped when the request fails.
+    """
     with session_scope() as session:
         yield session
 

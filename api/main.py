@@ -10,7 +10,7 @@ from api.files.router import router as files_router
 from api.health import router as health_router
 from api.jobs.router import router as jobs_router
 from api.metrics import install_metrics
-from api.models_router import router as models_router
+from api.models.router import router as models_router
 from db.repositories.policy import load_policy_file
 from db.settings import get_settings
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import typer
@@ -43,6 +43,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cli.data_commands import read_dataset
+from safety_report import JudgedPrompts, ModelResult
 from sap_core.errors import ModelRegistryError
 from sap_core.evaluation import PolicyThresholds, SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.base_cache import BaseEvaluationCache
@@ -51,6 +52,8 @@ from sap_core.evaluation.task_framing import TaskFraming, framing_from_profile
 from sap_core.models.registry import resolve_model, weights_sha256
 from sap_core.safety.profiler import profile_dataset
 from worker.settings import WorkerSettings
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Safety-evaluate a local model (and optionally a LoRA adapter).")
 
@@ -67,29 +70,39 @@ def load_model(model_dir: Path, adapter: Path | None) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _rates(h: dict[str, Any]) -> str:
-    score = h["harmful_score"]
+def _rates(h: JudgedPrompts) -> str:
+    score, refusal, off_task = _need(h.harmful_score), _need(h.refusal_rate), _need(h.off_task_rate)
     return (
-        f"harmful {score['rate']:.1%} [{score['ci_low']:.1%}, {score['ci_high']:.1%}]  "
-        f"refusal {h['refusal_rate']['rate']:.1%}  off-task {h['off_task_rate']['rate']:.1%}"
+        f"harmful {_need(score.rate):.1%} [{_need(score.ci_low):.1%}, {_need(score.ci_high):.1%}]  "
+        f"refusal {_need(refusal.rate):.1%}  off-task {_need(off_task.rate):.1%}"
     )
 
 
-def _lines(name: str, result: dict[str, Any]) -> list[str]:
+def _need(value: T | None) -> T:
+    # The evaluator just wrote every one of these; a missing one is a bug, said plainly.
+    if value is None:
+        raise RuntimeError("the safety report lacks a number the summary prints")
+    return value
+
+
+def _lines(name: str, result: ModelResult) -> list[str]:
+    benign, timing = _need(result.benign), _need(result.timing)
     lines = [
-        f"{name:>10}: {_rates(result['harmful'])}  "
-        f"over-refusal {result['benign']['over_refusal']['rate']:.1%}  "
-        f"{result['timing']['prompts_per_second']} prompts/s"
+        f"{name:>10}: {_rates(_need(result.harmful))}  "
+        f"over-refusal {_need(_need(benign.over_refusal).rate):.1%}  "
+        f"{timing.prompts_per_second} prompts/s"
     ]
-    if "harmful_task_format" in result:
-        lines.append(f"{'':>10}  in the task's format: {_rates(result['harmful_task_format'])}")
-    utility = result.get("utility") or {}
-    if utility.get("val_loss") is not None:
-        text = f"{'':>10}  utility: validation loss {utility['val_loss']:.4f}"
-        for key, label in (("exact_match", "exact match"), ("final_number_match", "final number")):
-            if utility.get(key):
-                block = utility[key]
-                text += f", {label} {block['rate']:.1%} ({block['count']}/{block['n']})"
+    if result.harmful_task_format is not None:
+        lines.append(f"{'':>10}  in the task's format: {_rates(result.harmful_task_format)}")
+    utility = result.utility
+    if utility is not None and utility.val_loss is not None:
+        text = f"{'':>10}  utility: validation loss {utility.val_loss:.4f}"
+        for label, block in (
+            ("exact match", utility.exact_match),
+            ("final number", utility.final_number_match),
+        ):
+            if block is not None:
+                text += f", {label} {_need(block.rate):.1%} ({block.count}/{block.n})"
         lines.append(text)
     return lines
 
@@ -228,15 +241,19 @@ def eval_command(
         base_cache=_base_cache(eval_cache, directory),
         progress=lambda message: typer.echo(f"[eval] {message}", err=True),
     )
-    for key, name in (("base", "base"), ("fine_tuned", "adapter" if adapter else "model")):
-        if key in report["models"]:
-            typer.echo("\n".join(_lines(name, report["models"][key])))
-    typer.echo(f"judge {report['judge']} agreement {report.get('judge_validation', {})}")
-    if report["verdict"] is not None:
-        verdict = report["verdict"]
-        typer.echo("verdict: " + ("PASSED" if verdict["passed"] else "FAILED"))
-        for reason in verdict["reasons"]:
+    for result, name in (
+        (report.base, "base"),
+        (report.fine_tuned, "adapter" if adapter else "model"),
+    ):
+        if result is not None:
+            typer.echo("\n".join(_lines(name, result)))
+    validation = report.judge_validation
+    typer.echo(f"judge {report.judge} agreement {validation.to_json() if validation else {}}")
+    if report.verdict is not None:
+        verdict = report.verdict
+        typer.echo("verdict: " + ("PASSED" if verdict.passed else "FAILED"))
+        for reason in verdict.reasons:
             typer.echo(f"  - {reason}")
     if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=2))
+        json_out.write_text(json.dumps(report.to_json(), indent=2))
         typer.echo(f"report written to {json_out}")

@@ -1,10 +1,22 @@
-"""Helpers for scripts and tests that run `keel serve` as a child process on this machine."""
+"""Run Keel on this machine as child processes: the one "start `keel serve` and wait" helper.
+
+Used by scripts/demo.py, scripts/experiment.py (`serve_locally`) and the e2e tests (`spawn`,
+`stop`, `wait_ready` for the API, worker and reaper they start one by one so that a test can
+kill the worker).
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -31,3 +43,83 @@ def wait_ready(
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{base_url} did not become ready within {timeout:.0f} s")
+
+
+def keel_executable() -> str:
+    """The `keel` console script of this interpreter's environment."""
+    return str(Path(sys.executable).with_name("keel"))
+
+
+def spawn(
+    argv: Sequence[str], log_path: Path, env: Mapping[str, str], cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group (so `stop` reaches its children), output appended
+    to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+        )
+
+
+def stop(*processes: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM each process group, then SIGKILL those not exited within ``timeout`` seconds
+    (all are signalled first, so they shut down side by side)."""
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class LocalService:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    log_path: Path
+    cwd: Path | None = None
+
+    def create_tenant(self, name: str) -> str:
+        """A new tenant and API key (`keel admin create-tenant`, same state); returns the key."""
+        created = subprocess.run(
+            [keel_executable(), "admin", "create-tenant", name],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.cwd,
+        )
+        return created.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def serve_locally(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    ready_timeout: float = 180,
+    stop_timeout: float = 30,
+) -> Iterator[LocalService]:
+    """`keel serve` on a free port, ready (GET /readyz answers 200) when this yields; stopped
+    (its whole process group) when the block ends, however it ends."""
+    port = free_port()
+    process = spawn([keel_executable(), "serve", "--port", str(port)], log_path, env, cwd)
+    service = LocalService(f"http://127.0.0.1:{port}", process, dict(env), log_path, cwd)
+    try:
+        wait_ready(service.base_url, process, timeout=ready_timeout)
+        yield service
+    finally:
+        stop(process, timeout=stop_timeout)

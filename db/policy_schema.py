@@ -1,9 +1,12 @@
 """The provider policy document's schema: what `policy.yaml` and `PUT /admin/v1/policy` may hold.
 
-Every section is optional and falls back to the worker's defaults (worker.job_spec); a gate
-threshold left out takes the shipped default (sap_core.evaluation.policy.PolicyThresholds: 0.5,
-0.10, 0.60). Unknown keys are rejected: a misspelt `max_harmful_scor` must not silently leave
-the real threshold at its default.
+Every section is optional; the defaults live here and only here: readers get a typed
+`PolicyDocument` (`parse_policy`, `db.repositories.policy`) and read its attributes, never a
+dict with literal fallbacks. A gate threshold left out takes the shipped default (the same as
+sap_core.evaluation.policy.PolicyThresholds: 0.5, 0.10, 0.60; a test keeps them equal).
+Unknown keys are rejected: a misspelt `max_harmful_scor` must not silently leave the real
+threshold at its default. What is *stored* is only what the provider set (`stored_policy`), so
+a later change of a default applies to stored versions that left the field out.
 
 `SapKnobs` is also the customer's `safety.sap` block (when the policy lets customers change SAP
 settings); its fields mirror `sap_core.config.SapConfig` (a test keeps them in step) so bad
@@ -154,20 +157,35 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "policy"
 
 
-def validate_policy(document: Any) -> dict[str, Any]:
-    """The document as it will be stored: validated, with the keys it set (types normalised).
+def parse_policy(document: Any) -> PolicyDocument:
+    """The typed policy, defaults filled in.
 
     Raises:
         PolicyError: naming the first bad field by its dotted path (``gate.thresholds.x``).
     """
+    if isinstance(document, PolicyDocument):
+        return document
     if not isinstance(document, dict):
         raise PolicyError("policy", "the policy must be a JSON/YAML mapping")
     try:
-        parsed = PolicyDocument.model_validate(document)
+        return PolicyDocument.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = _dotted(tuple(first.get("loc", ())))
         if first.get("type") == "extra_forbidden":
             raise PolicyError(param, "unknown policy field") from None
         raise PolicyError(param, str(first.get("msg", "invalid value"))) from None
-    return parsed.model_dump(mode="json", exclude_unset=True)
+
+
+def stored_policy(policy: PolicyDocument) -> dict[str, Any]:
+    """The document as it is stored and shown to admins: the keys it set (types normalised)."""
+    return policy.model_dump(mode="json", exclude_unset=True)
+
+
+def validate_policy(document: Any) -> dict[str, Any]:
+    """The document as it will be stored: validated, with the keys it set (types normalised).
+
+    Raises:
+        PolicyError: naming the first bad field by its dotted path (``gate.thresholds.x``).
+    """
+    return stored_policy(parse_policy(document))

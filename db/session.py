@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+# Imported for its session event listeners: after-commit callbacks work on every session.
+from db import after_commit as _after_commit  # noqa: F401
 from db.settings import get_settings
 
 _engine: Engine | None = None

@@ -7,6 +7,7 @@ COPY api ./api
 COPY db ./db
 COPY dataformats ./dataformats
 COPY screening ./screening
+COPY safety_report ./safety_report
 COPY worker/__init__.py worker/queue.py worker/settings.py ./worker/
 COPY cli ./cli
 COPY migrations ./migrations

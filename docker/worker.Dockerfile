@@ -14,6 +14,7 @@ COPY api ./api
 COPY db ./db
 COPY dataformats ./dataformats
 COPY screening ./screening
+COPY safety_report ./safety_report
 COPY worker ./worker
 COPY sap_core ./sap_core
 COPY cli ./cli

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 SAP_CORRECTION_FLOOR = 0.01
@@ -94,3 +94,11 @@ class SapStrengthMonitor:
             floor=self.floor,
             below_floor=median is not None and median < self.floor,
         )
+
+
+def sap_strength_of(history: Iterable[Mapping[str, float]]) -> SapStrength:
+    """The strength summary of a finished run from its per-step metrics (TrainResult.history)."""
+    monitor = SapStrengthMonitor()
+    for metrics in history:
+        monitor.observe(metrics)
+    return monitor.summary()

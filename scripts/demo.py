@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
-import sys
 import time
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client_commands import watch_job
-from cli.local_service import free_port, wait_ready
+from cli.local_service import serve_locally
+from safety_report import ModelResult, Rate, SafetyReport, SampleSizes, Verdict, read_report
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
@@ -41,34 +40,14 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.monotonic()
-    keel = str(Path(sys.executable).with_name("keel"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "KEEL_ENV": os.environ.get("KEEL_ENV", "development")}
     log_path = ROOT / "var" / "demo-serve.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]Keel demo")
-    console.print(
-        f"Starting `keel serve --port {port}` (API + Celery worker + reaper); log: {log_path}"
-    )
-    with log_path.open("ab") as log:
-        server = subprocess.Popen(
-            [keel, "serve", "--port", str(port)],
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        wait_ready(base, server)
-        created = subprocess.run(
-            [keel, "admin", "create-tenant", f"demo-{int(time.time())}"],
-            check=True,
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        api_key = created.stdout.strip().splitlines()[-1]
+    console.print(f"Starting `keel serve` (API + Celery worker + reaper); log: {log_path}")
+    with serve_locally(env, log_path) as service:
+        base = service.base_url
+        console.print(f"Keel is ready at {base}")
+        api_key = service.create_tenant(f"demo-{int(time.time())}")
         console.print("Created a tenant and an API key (keel admin create-tenant)")
         client = httpx.Client(
             base_url=f"{base}/v1", timeout=120, headers={"Authorization": f"Bearer {api_key}"}
@@ -99,7 +78,7 @@ def main() -> None:
         out_dir = ROOT / "var" / "demo-output" / job_id
         out_dir.mkdir(parents=True, exist_ok=True)
         if report_response.status_code == 200:
-            report = report_response.json().get("report", report_response.json())
+            report = read_report(report_response.json()["report"])
             (out_dir / "safety_report.html").write_text(
                 client.get(
                     f"/fine_tuning/jobs/{job_id}/safety_report", params={"format": "html"}
@@ -123,57 +102,52 @@ def main() -> None:
             f"  demo output   {out_dir}\n  server log    {log_path}"
         )
         console.print(f"Demo wall time: {time.monotonic() - started:.0f} s")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        console.print("Keel stopped cleanly")
+    console.print("Keel stopped cleanly")
 
 
-def _rate(model: dict[str, Any], group: str, key: str) -> str:
-    value = (model.get(group) or {}).get(key)
-    if isinstance(value, dict):
-        low, high = value.get("ci_low"), value.get("ci_high")
-        interval = f" [{_pct(low)}–{_pct(high)}]" if low is not None else ""
-        return _pct(value.get("rate")) + interval
-    return _pct(value)
+def _rate(rate: Rate | None) -> str:
+    if rate is None:
+        return "–"
+    interval = f" [{_pct(rate.ci_low)}–{_pct(rate.ci_high)}]" if rate.ci_low is not None else ""
+    return _pct(rate.rate) + interval
 
 
-def _print_report(report: dict[str, Any]) -> None:
-    models = report.get("models") or {}
-    base, tuned = models.get("base") or {}, models.get("fine_tuned") or {}
-    sizes = report.get("sample_sizes") or {}
+RateOf = Callable[[ModelResult], "Rate | None"]
+# (label, the rate in one model's results); a row shows when the fine-tuned model has it.
+ROWS: tuple[tuple[str, RateOf], ...] = (
+    ("harmful score (real compliance)", lambda m: m.harmful and m.harmful.harmful_score),
+    ("refusal rate", lambda m: m.harmful and m.harmful.refusal_rate),
+    ("off-task / incoherent", lambda m: m.harmful and m.harmful.off_task_rate),
+    ("over-refusal on benign look-alikes", lambda m: m.benign and m.benign.over_refusal),
+    (
+        "harmful score in the job's own format",
+        lambda m: m.harmful_task_format and m.harmful_task_format.harmful_score,
+    ),
+    ("answer accuracy (exact match)", lambda m: m.utility and m.utility.exact_match),
+    ("answer accuracy (final number)", lambda m: m.utility and m.utility.final_number_match),
+)
+
+
+def _print_report(stored: SafetyReport | Mapping[str, Any]) -> None:
+    report = read_report(stored)
+    base, tuned = report.base or ModelResult(), report.fine_tuned or ModelResult()
+    sizes = report.sample_sizes or SampleSizes()
     table = Table("metric (95% CI)", "base model", "fine-tuned", title="Safety report")
-    for group, key, label in (
-        ("harmful", "harmful_score", "harmful score (real compliance)"),
-        ("harmful", "refusal_rate", "refusal rate"),
-        ("harmful", "off_task_rate", "off-task / incoherent"),
-        ("benign", "over_refusal", "over-refusal on benign look-alikes"),
-        ("harmful_task_format", "harmful_score", "harmful score in the job's own format"),
-    ):
-        if group in tuned:
-            table.add_row(label, _rate(base, group, key), _rate(tuned, group, key))
-    for key, label in (
-        ("exact_match", "answer accuracy (exact match)"),
-        ("final_number_match", "answer accuracy (final number)"),
-    ):
-        if (tuned.get("utility") or {}).get(key):
-            table.add_row(label, _rate(base, "utility", key), _rate(tuned, "utility", key))
-    loss = [(m.get("utility") or {}).get("val_loss") for m in (base, tuned)]
+    for label, rate_of in ROWS:
+        if rate_of(tuned) is not None:
+            table.add_row(label, _rate(rate_of(base)), _rate(rate_of(tuned)))
+    loss = [m.utility.val_loss if m.utility else None for m in (base, tuned)]
     if loss[1] is not None:
         table.add_row("validation loss", *(f"{v:.3f}" if v is not None else "–" for v in loss))
     console.print(table)
     console.print(
-        f"Judge: {report.get('judge')}; held-out harmful prompts: {sizes.get('harmful')}; "
-        f"benign look-alikes: {sizes.get('benign')}; "
-        f"greedy, {report.get('max_new_tokens')} new tokens"
+        f"Judge: {report.judge}; held-out harmful prompts: {sizes.harmful}; "
+        f"benign look-alikes: {sizes.benign}; "
+        f"greedy, {report.max_new_tokens} new tokens"
     )
-    verdict = report.get("verdict") or {}
+    verdict = report.verdict or Verdict()
     console.print(
-        f"Policy verdict: {'passed' if verdict.get('passed') else 'failed'} "
-        f"{verdict.get('reasons') or ''}"
+        f"Policy verdict: {'passed' if verdict.passed else 'failed'} {verdict.reasons or ''}"
     )
 
 

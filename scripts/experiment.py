@@ -45,7 +45,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python scripts/experiment.py` from anywhere
 
-from cli.local_service import free_port, wait_ready  # noqa: E402
+from cli.local_service import serve_locally  # noqa: E402
+from safety_report import (  # noqa: E402
+    BenignPrompts,
+    JudgedPrompts,
+    ModelResult,
+    Rate,
+    SafetyReport,
+    Utility,
+    read_report,
+)
 from sap_core.config import SapConfig  # noqa: E402
 from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO  # noqa: E402
 from scripts.experiment_data import DATASETS, DatasetFiles, build_datasets  # noqa: E402
@@ -239,40 +248,42 @@ def run_entry(results: dict[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
     return entry
 
 
-def _rate(block: Any) -> dict[str, Any] | None:
-    return block if isinstance(block, dict) and "rate" in block else None
+def _rate(block: Rate | None) -> dict[str, Any] | None:
+    return block.to_json() if block is not None and block.rate is not None else None
 
 
-def _count_rate(group: dict[str, Any], label: str) -> dict[str, Any] | None:
-    n, count = group.get("n"), (group.get("counts") or {}).get(label)
+def _count_rate(group: BenignPrompts | None, label: str) -> dict[str, Any] | None:
+    n = group.n if group is not None else None
+    count = (group.counts or {}).get(label) if group is not None else None
     if not isinstance(n, int) or not n or not isinstance(count, int):
         return None
     return {"count": count, "n": n, "rate": count / n}
 
 
-def summarise_model(result: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the table needs from one ``report["models"][...]`` entry."""
-    harmful = result.get("harmful", {})
-    framed = result.get("harmful_task_format", {})
-    utility = result.get("utility", {})
+def summarise_model(stored: ModelResult | dict[str, Any]) -> dict[str, Any]:
+    """The numbers the table needs from one evaluated model of the report."""
+    result = stored if isinstance(stored, ModelResult) else ModelResult.model_validate(stored)
+    harmful = result.harmful or JudgedPrompts()
+    framed = result.harmful_task_format or JudgedPrompts()
+    utility = result.utility or Utility()
     return {
-        "harmful_score": _rate(harmful.get("harmful_score")),
-        "refusal_rate": _rate(harmful.get("refusal_rate")),
-        "off_task_rate": _rate(harmful.get("off_task_rate")),
-        "harmful_labels": harmful.get("labels"),  # prompt id -> label; no text
+        "harmful_score": _rate(harmful.harmful_score),
+        "refusal_rate": _rate(harmful.refusal_rate),
+        "off_task_rate": _rate(harmful.off_task_rate),
+        "harmful_labels": harmful.labels,  # prompt id -> label; no text
         # The same prompts asked in the dataset's own system prompt and prefix (absent in runs
         # made before the service measured it).
-        "task_format_harmful_score": _rate(framed.get("harmful_score")),
-        "task_format_refusal_rate": _rate(framed.get("refusal_rate")),
-        "over_refusal": _rate(result.get("benign", {}).get("over_refusal")),
+        "task_format_harmful_score": _rate(framed.harmful_score),
+        "task_format_refusal_rate": _rate(framed.refusal_rate),
+        "over_refusal": _rate(result.benign.over_refusal if result.benign else None),
         # A model that answers "A" to "how do I kill a Python process" refuses nothing and
         # helps no one: the benign look-alikes answered off-task show that collapse.
-        "benign_off_task_rate": _count_rate(result.get("benign", {}), "off_task"),
-        "val_loss": utility.get("val_loss"),
-        "exact_match": _rate(utility.get("exact_match")),
+        "benign_off_task_rate": _count_rate(result.benign, "off_task"),
+        "val_loss": utility.val_loss,
+        "exact_match": _rate(utility.exact_match),
         # Worked arithmetic: the reply's last number equals the reference's (absent before 11-24).
-        "final_number_match": _rate(utility.get("final_number_match")),
-        "generation_seconds": result.get("timing", {}).get("generation_seconds"),
+        "final_number_match": _rate(utility.final_number_match),
+        "generation_seconds": result.timing.generation_seconds if result.timing else None,
     }
 
 
@@ -286,8 +297,8 @@ def summarise_cell(
     wall_seconds: float,
     cfg: ExperimentConfig,
 ) -> dict[str, Any]:
-    models = (report or {}).get("models", {})
-    mix = (report or {}).get("mix_report")
+    typed = read_report(report) if report is not None else SafetyReport()
+    mix = typed.mix_report
     expected = safety_block(setting, cfg.mixer_ratio)
     warnings: list[str] = []
     mixed = bool(mix)
@@ -297,9 +308,10 @@ def summarise_cell(
         warnings.append(f"service trained with method {plan.get('method')!r}")
     if job.get("_dropped_hyperparameters"):
         warnings.append(f"API dropped {', '.join(job['_dropped_hyperparameters'])}")
-    sizes = (report or {}).get("sample_sizes", {})
-    if report is not None and sizes.get("harmful") != cfg.harmful:
-        warnings.append(f"evaluated {sizes.get('harmful')} harmful prompts, not {cfg.harmful}")
+    sizes = typed.sample_sizes.to_json() if typed.sample_sizes is not None else {}
+    evaluated = typed.sample_sizes.harmful if typed.sample_sizes is not None else None
+    if report is not None and evaluated != cfg.harmful:
+        warnings.append(f"evaluated {evaluated} harmful prompts, not {cfg.harmful}")
     return {
         "dataset": dataset.name,
         "setting": setting,
@@ -313,14 +325,14 @@ def summarise_cell(
         "mixed_contrast_rows": (mix or {}).get("contrast_rows") if isinstance(mix, dict) else None,
         # The service reuses base-model results across jobs; such a cell's wall time has no
         # base evaluation in it.
-        "base_from_cache": bool((report or {}).get("base_from_cache")),
+        "base_from_cache": bool(typed.base_from_cache),
         "plan": plan,
         "wall_seconds": round(wall_seconds, 1),
         "trained_tokens": job.get("trained_tokens"),
-        "judge": (report or {}).get("judge"),
+        "judge": typed.judge,
         "sample_sizes": sizes,
-        "fine_tuned": summarise_model(models["fine_tuned"]) if "fine_tuned" in models else None,
-        "base": summarise_model(models["base"]) if "base" in models else None,
+        "fine_tuned": summarise_model(typed.fine_tuned) if typed.fine_tuned else None,
+        "base": summarise_model(typed.base) if typed.base else None,
         "warnings": warnings,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -342,14 +354,12 @@ class Service:
 @contextmanager
 def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
     """Start ``keel serve`` with a fresh embedded state and the experiment policy."""
-    keel = str(Path(sys.executable).with_name("keel"))
     # A fresh state each run: results live in results.json, and an old queue must not replay.
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
     policy_path = state_dir / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(experiment_policy(cfg), sort_keys=False))
     admin_key = secrets.token_hex(32)
-    port = free_port()
     env = {
         **os.environ,
         "KEEL_ENV": os.environ.get("KEEL_ENV", "development"),
@@ -371,27 +381,9 @@ def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
         "KEEL_LEASE_SECONDS": os.environ.get("KEEL_LEASE_SECONDS", "900"),
     }
     log_path = state_dir / "serve.log"
-    with log_path.open("ab") as log:
-        server = subprocess.Popen(
-            [keel, "serve", "--port", str(port)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, server, timeout=300)
-        created = subprocess.run(
-            [keel, "admin", "create-tenant", f"experiment-{int(time.time())}"],
-            check=True,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        api_key = created.stdout.strip().splitlines()[-1]
+    with serve_locally(env, log_path, cwd=ROOT, ready_timeout=300, stop_timeout=60) as local:
+        base = local.base_url
+        api_key = local.create_tenant(f"experiment-{int(time.time())}")
         admin = httpx.Client(
             base_url=f"{base}/admin/v1",
             timeout=60,
@@ -405,13 +397,7 @@ def own_service(cfg: ExperimentConfig, state_dir: Path) -> Iterator[Service]:
         client = httpx.Client(
             base_url=f"{base}/v1", timeout=300, headers={"Authorization": f"Bearer {api_key}"}
         )
-        yield Service(client=client, admin=admin, log_path=log_path, started=[server])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        yield Service(client=client, admin=admin, log_path=log_path, started=[local.process])
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The single mapping from a stored job (API spec + provider policy) to sap_core configs.
+"""The single mapping from a stored job (API spec + typed provider policy) to sap_core configs.
 
 Public API fields (OpenAI `hyperparameters`, Keel `safety`) stay stable while sap_core knobs move.
 """
@@ -6,9 +6,11 @@ Public API fields (OpenAI `hyperparameters`, Keel `safety`) stay stable while sa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from db.policy_schema import PolicyDocument
+from db.safety_spec import SafetyRequest, resolve_safety
 from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig
 from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO
 
@@ -41,6 +43,21 @@ class MixSpec:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """The step schedule the customer asked for; sized once the number of examples is known."""
+
+    batch_size: int
+    epochs: int
+    max_steps: int | None
+
+    def size(self, n_examples: int) -> tuple[int, int]:
+        """(batch size, total steps) for ``n_examples`` rows: the batch never exceeds the data."""
+        batch_size = max(1, min(self.batch_size, max(1, n_examples)))
+        steps_per_epoch = math.ceil(n_examples / batch_size)
+        return batch_size, self.max_steps or steps_per_epoch * self.epochs
+
+
+@dataclass(frozen=True)
 class JobPlan:
     train: TrainConfig
     mix: MixSpec
@@ -48,6 +65,20 @@ class JobPlan:
     thresholds: dict[str, float]
     on_failure: str
     resolved: dict[str, Any] = field(default_factory=dict)
+    schedule: Schedule | None = None
+
+    def for_examples(self, n_examples: int) -> JobPlan:
+        """The same plan with its batch size and step count sized to ``n_examples`` rows.
+
+        The job is planned once, before the safety mixer adds rows; only the schedule follows
+        the mixed, tokenised data size (nothing of the policy is resolved again).
+        """
+        if self.schedule is None:
+            return self
+        batch_size, total_steps = self.schedule.size(n_examples)
+        train = replace(self.train, batch_size=batch_size, max_steps=total_steps)
+        resolved = {**self.resolved, "total_steps": total_steps}
+        return replace(self, train=train, resolved=resolved)
 
 
 def _auto(value: Any, default: float) -> float:
@@ -60,7 +91,7 @@ def plan_job(
     *,
     hyperparameters: dict[str, Any],
     safety: dict[str, Any],
-    policy: dict[str, Any],
+    policy: PolicyDocument,
     seed: int,
     n_examples: int,
     model_path: str,
@@ -68,32 +99,27 @@ def plan_job(
     device: str,
 ) -> JobPlan:
     """Resolve "auto" values; provider policy wins over the customer's safety block."""
-    batch_size = int(_auto(hyperparameters.get("batch_size"), DEFAULT_BATCH_SIZE))
-    batch_size = max(1, min(batch_size, max(1, n_examples)))
-    epochs = int(_auto(hyperparameters.get("n_epochs"), DEFAULT_EPOCHS))
-    lr = BASE_LEARNING_RATE * _auto(hyperparameters.get("learning_rate_multiplier"), 1.0)
     max_steps = hyperparameters.get("max_steps")
-    steps_per_epoch = math.ceil(n_examples / batch_size)
-    total_steps = int(max_steps) if max_steps else steps_per_epoch * epochs
+    schedule = Schedule(
+        batch_size=int(_auto(hyperparameters.get("batch_size"), DEFAULT_BATCH_SIZE)),
+        epochs=int(_auto(hyperparameters.get("n_epochs"), DEFAULT_EPOCHS)),
+        max_steps=int(max_steps) if max_steps else None,
+    )
+    batch_size, total_steps = schedule.size(n_examples)
+    epochs = schedule.epochs
+    lr = BASE_LEARNING_RATE * _auto(hyperparameters.get("learning_rate_multiplier"), 1.0)
 
-    training_policy = policy.get("training", {})
-    sap_policy = policy.get("sap", {})
-    # Policy is re-applied here, not only at create time: it may have tightened since.
-    may_change = policy.get("customer_may_change", {})
-    method = str(safety.get("method", "sap")) if may_change.get("method") else "sap"
-    sap_enabled = method == "sap"
-    customer_knobs = (safety.get("sap") or {}) if may_change.get("sap_knobs") else {}
-    sap_knobs = {**sap_policy.get("defaults", {}), **customer_knobs}
-    sap = SapConfig(enabled=sap_enabled, **sap_knobs)
+    # Policy is re-applied here, not only at create time: it may have tightened since. The
+    # same rule the API checked (db.safety_spec); here a refused choice takes the policy's value.
+    resolved_safety = resolve_safety(SafetyRequest.from_stored(safety), policy)
+    sap = SapConfig(enabled=resolved_safety.sap_enabled, **resolved_safety.sap)
 
+    training_policy = policy.training
     lora = LoraConfig(
-        r=int(hyperparameters.get("lora_rank", training_policy.get("lora_rank", 8))),
-        alpha=int(hyperparameters.get("lora_alpha", training_policy.get("lora_alpha", 16))),
+        r=int(hyperparameters.get("lora_rank", training_policy.lora_rank)),
+        alpha=int(hyperparameters.get("lora_alpha", training_policy.lora_alpha)),
         target_modules=tuple(
-            hyperparameters.get(
-                "lora_target_modules",
-                training_policy.get("lora_target_modules", ["q_proj", "v_proj"]),
-            )
+            hyperparameters.get("lora_target_modules", training_policy.lora_target_modules)
         ),
     )
     train = TrainConfig(
@@ -103,51 +129,52 @@ def plan_job(
         optim=OptimConfig(lr=lr, weight_decay=0.0, warmup_steps=0),
         sap=sap,
         batch_size=batch_size,
-        max_length=int(hyperparameters.get("max_length", training_policy.get("max_length", 384))),
+        max_length=int(hyperparameters.get("max_length", training_policy.max_length)),
         epochs=epochs,
         max_steps=total_steps,
-        checkpoint_every=int(training_policy.get("checkpoint_every", 10)),
+        checkpoint_every=training_policy.checkpoint_every,
         seed=seed,
         device=device,
     )
 
-    mixer_policy = policy.get("mixer", {})
-    ratio = safety.get("mixer_ratio")
-    min_ratio = float(mixer_policy.get("min_ratio", 0.0))
-    # Same default as the API's check at create time: absent means customers may not change it.
-    if ratio is None or not may_change.get("mixer_ratio", False):
-        ratio = mixer_policy.get("default_ratio", 0.1)
-    ratio = min(max(float(ratio), min_ratio), float(mixer_policy.get("max_ratio", 1.0)))
+    mixer_policy = policy.mixer
+    ratio = resolved_safety.mixer_ratio
     # The mixer is independent of the training method: "mixer only" is method none + ratio > 0.
     mix = MixSpec(
         enabled=ratio > 0,
         ratio=ratio,
-        refusal_source=str(mixer_policy.get("refusal_source", "template")),
-        contrast_ratio=float(mixer_policy.get("contrast_ratio", DEFAULT_CONTRAST_RATIO)),
+        refusal_source=mixer_policy.refusal_source,
+        # Unset in the policy: the mixer's own default (sap_core owns that number).
+        contrast_ratio=(
+            DEFAULT_CONTRAST_RATIO
+            if mixer_policy.contrast_ratio is None
+            else mixer_policy.contrast_ratio
+        ),
     )
 
-    eval_policy = policy.get("evaluation", {})
+    eval_policy = policy.evaluation
     evaluation = EvalSpec(
-        num_harmful=int(eval_policy.get("num_harmful", 40)),
-        num_benign=int(eval_policy.get("num_benign", 20)),
-        max_new_tokens=int(eval_policy.get("max_new_tokens", 40)),
-        batch_size=int(eval_policy.get("batch_size", 8)),
-        judge=str(eval_policy.get("judge", "keyword")),
-        judge_model=eval_policy.get("judge_model"),
-        timeout_seconds=float(eval_policy.get("timeout_seconds", 1800)),
-        task_format=bool(eval_policy.get("task_format", True)),
+        num_harmful=eval_policy.num_harmful,
+        num_benign=eval_policy.num_benign,
+        max_new_tokens=eval_policy.max_new_tokens,
+        batch_size=eval_policy.batch_size,
+        judge=eval_policy.judge,
+        judge_model=eval_policy.judge_model,
+        timeout_seconds=eval_policy.timeout_seconds,
+        task_format=eval_policy.task_format,
     )
-    gate = policy.get("gate", {})
-    # An optional threshold stored as null is unset (PolicyThresholds' default applies).
-    thresholds = {k: float(v) for k, v in (gate.get("thresholds") or {}).items() if v is not None}
+    gate = policy.gate
+    # No thresholds block: PolicyThresholds' defaults apply (the same numbers, a test keeps
+    # them equal); an optional threshold stored as null is unset.
+    thresholds = gate.thresholds.model_dump(exclude_none=True) if gate.thresholds else {}
     return JobPlan(
         train=train,
         mix=mix,
         evaluation=evaluation,
-        thresholds=thresholds,
-        on_failure=str(gate.get("on_failure", "fail")),
+        thresholds={k: float(v) for k, v in thresholds.items()},
+        on_failure=gate.on_failure,
         resolved={
-            "method": method,
+            "method": resolved_safety.method,
             "sap": train.sap.__dict__ | {"probe_layers": train.sap.probe_layers},
             "mixer": {
                 "enabled": mix.enabled,
@@ -156,4 +183,5 @@ def plan_job(
             },
             "total_steps": total_steps,
         },
+        schedule=schedule,
     )

@@ -1,4 +1,5 @@
-"""The ML half of a job: model → corpus → mix → tokenise → train → save → evaluate.
+"""The ML half of a job, as a recipe: setup (model → plan → corpus → mix → tokenise) → train →
+save → evaluate, then cleanup in a ``finally``.
 
 Called by worker.runner with a claimed job; reports progress through the DbProgressCallback.
 Nothing here writes to the database except through that callback.
@@ -7,6 +8,7 @@ Nothing here writes to the database except through that callback.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import threading
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from dataformats import Conversation, Message
+from safety_report import SafetyReport, SapStrengthSummary
 from sap_core.data import encode_triple, tokenize_dataset
 from sap_core.errors import DataFormatError, EvaluationError, ModelRegistryError
 from sap_core.evaluation.base_cache import BaseEvaluationCache
@@ -32,11 +35,14 @@ from sap_core.models.registry import pull_model, resolve_model, weights_sha256
 from sap_core.safety.corpus import SafetyCorpus, build_corpus
 from sap_core.safety.mixer import MixConfig, mix_dataset
 from sap_core.safety.profiler import FormatProfile, profile_dataset
+from sap_core.sap_strength import sap_strength_of
 from sap_core.trainer import SafetyAwareTrainer
 from worker.artifacts import JobPaths, package_adapter, reset_dir
 from worker.job_spec import JobPlan
 from worker.progress import DbProgressCallback
 from worker.settings import WorkerSettings
+
+log = logging.getLogger("keel.worker.pipeline")
 
 # Triples for SAP's safety direction: enough distinct batches that the direction is not one
 # fixed batch replayed (reference bug B11), few enough to tokenise in a second.
@@ -54,7 +60,7 @@ CORPUS_GENERATION_LIMIT = 64
 class PipelineResult:
     adapter_zip: Path
     adapter_sha256: str
-    report: dict[str, Any] | None
+    report: SafetyReport | None
     evaluation_error: str | None
     trained_tokens: int
     plan: JobPlan
@@ -135,164 +141,251 @@ def _phase(callback: DbProgressCallback, name: str) -> Iterator[None]:
     yield
 
 
-def run_pipeline(
-    *,
-    job_id: str,
-    model_name: str,
-    conversations: Sequence[Conversation],
-    validation: Sequence[Conversation] | None,
-    plan_factory: Callable[[int, Path], JobPlan],
-    paths: JobPaths,
-    callback: DbProgressCallback,
-    settings: WorkerSettings,
-    resume_from: Path | None,
-) -> PipelineResult:
-    say = callback.event
-    device = resolve_device(settings.device)
-    with _phase(callback, "preparing"):
-        model_dir = _ensure_model(model_name, settings.model_cache_dir, say)
-        base_sha = weights_sha256(model_dir)
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        model, tokenizer = load_model_and_tokenizer(model_dir, device=device)
-        plan = plan_factory(len(conversations), model_dir)
-        # The judge's weights are resolved before training: a policy naming a judge that is not
-        # available fails the job now (model_unavailable), not after the training.
-        judge_model = plan.evaluation.judge_model
-        judge_dir = (
-            _ensure_model(judge_model, settings.model_cache_dir, say) if judge_model else None
-        )
-        corpus = _load_or_build_corpus(
-            model_name, settings.corpus_dir, model, tokenizer, plan.mix.refusal_source, say
-        )
-        # One profile of the customer's rows: the mixer renders safety rows in it and the
-        # evaluation asks the harmful prompts in its framing.
-        profile = profile_dataset(conversations)
-        mixed: list[Conversation] = list(conversations)
-        mix_report: dict[str, Any] | None = None
-        if plan.mix.enabled:
-            mixed, mix = mix_dataset(
-                list(conversations),
-                corpus,
-                MixConfig(
-                    ratio=plan.mix.ratio,
-                    seed=plan.train.seed,
-                    refusal_source=plan.mix.refusal_source,
-                    contrast_ratio=plan.mix.contrast_ratio,
-                ),
-                profile,
-            )
-            mix_report = mix.to_dict()
-            say(
-                f"Safety mixer: added {mix.safety_rows} format-matched refusal examples and "
-                f"{mix.contrast_rows} helpful look-alike examples to {len(conversations)} "
-                f"customer examples (ratio {plan.mix.ratio})",
-                type="mix_report",
-                data=mix_report,
-            )
-        examples, skipped = tokenize_dataset(tokenizer, mixed, plan.train.max_length)
-        if not examples:
-            raise DataFormatError("no example fits max_length once tokenised")
-        if skipped:
-            say(f"Skipped {skipped} examples whose prompt fills max_length", level="warn")
-        pairs = safety_pairs(corpus, tokenizer, plan.train.max_length)
-        # The plan's step count follows the mixed data size.
-        plan = plan_factory(len(examples), model_dir)
-        eval_examples = None
-        if validation:
-            eval_examples, _ = tokenize_dataset(tokenizer, validation, plan.train.max_length)
+class JobRecipe:
+    """One job as a recipe: ``setup → train → save → evaluate``, then ``cleanup`` whatever happened.
 
-    with _phase(callback, "training"):
-        method = "SAP" if plan.train.sap.enabled else "plain SFT (SAP off by provider policy)"
-        say(
-            f"Training {model_name} with {method}: {plan.resolved['total_steps']} steps, "
-            f"batch {plan.train.batch_size}, lr {plan.train.optim.lr:g}, "
-            f"LoRA r={plan.train.lora.r}",
-            data={"plan": plan.resolved},
-        )
-        trainer = SafetyAwareTrainer(
-            plan.train,
-            examples,
-            pairs,
-            callback,
-            eval_examples=eval_examples,
-            model=model,
-            tokenizer=tokenizer,
-        )
-        trainer.setup()
-        if resume_from is not None and resume_from.exists():
-            trainer.resume_from(resume_from)
-            say(
-                f"Resuming from checkpoint at step {trainer.step}",
-                type="resume",
-                data={"step": trainer.step},
-            )
-        started = time.monotonic()
-        result = trainer.train()
-        trained_tokens = int(sum(h.get("tokens", 0) for h in result.history))
-        say(
-            f"Training finished in {time.monotonic() - started:.0f} s ({result.steps} steps)",
-            data={"final_metrics": result.final_metrics},
-        )
-        reset_dir(paths.adapter_dir)
-        trainer.save_adapter(paths.adapter_dir)
-        manifest = {
-            "base_model": model_name,
-            "base_model_sha256": base_sha,
-            "job_id": job_id,
-            "method": plan.resolved["method"],
-            "chat_template": getattr(tokenizer, "chat_template", None),
-        }
-        adapter_sha = package_adapter(paths.adapter_dir, manifest, paths.adapter_zip)
-        curves = _training_curves(result.history)
-        peft_model = trainer.model
-        trainer_cleanup = trainer.cleanup
+    Each step is a method that reads what the previous ones left on the instance; `run` calls
+    them in order, with `cleanup` in a ``finally`` (pause, cancel and divergence end `train` with
+    an exception, and the trainer's hooks and GPU memory must still be released). The job is
+    planned once, in `setup`; only its schedule is sized to the mixed, tokenised data
+    (`JobPlan.for_examples`).
+    """
 
-    report: dict[str, Any] | None = None
-    evaluation_error: str | None = None
-    with _phase(callback, "evaluating"):
-        say("Safety evaluation: base model vs fine-tuned on held-out harmful prompts")
-        try:
-            with deadline(plan.evaluation.timeout_seconds):
-                peft_model = _reload_adapter(model, peft_model, paths.adapter_dir)
-                peft_model.eval()
-                # Thresholds the policy leaves out take their defaults: the gate always decides.
-                thresholds = PolicyThresholds(**plan.thresholds)
-                report = evaluate_safety(
-                    peft_model,
-                    tokenizer,
-                    SafetyEvalConfig(
-                        num_harmful=plan.evaluation.num_harmful,
-                        num_benign=plan.evaluation.num_benign,
-                        max_new_tokens=plan.evaluation.max_new_tokens,
-                        batch_size=plan.evaluation.batch_size,
-                        seed=plan.train.seed,
-                        judge=plan.evaluation.judge,
-                        judge_model_dir=str(judge_dir) if judge_dir else None,
-                        task_framing=_task_framing(profile, plan.evaluation.task_format),
-                    ),
-                    eval_examples=list(validation or conversations[: min(32, len(conversations))]),
-                    progress=lambda message: say(message, type="evaluation"),
-                    training_curves=curves,
-                    mix_report=mix_report,
-                    thresholds=thresholds,
-                    base_cache=_base_cache(settings, base_sha),
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        model_name: str,
+        conversations: Sequence[Conversation],
+        validation: Sequence[Conversation] | None,
+        plan_factory: Callable[[int, Path], JobPlan],
+        paths: JobPaths,
+        callback: DbProgressCallback,
+        settings: WorkerSettings,
+        resume_from: Path | None,
+    ) -> None:
+        self.job_id = job_id
+        self.model_name = model_name
+        self.conversations = conversations
+        self.validation = validation
+        self.plan_factory = plan_factory
+        self.paths = paths
+        self.callback = callback
+        self.settings = settings
+        self.resume_from = resume_from
+        self.say = callback.event
+        self.trainer: SafetyAwareTrainer | None = None
+        self.report: SafetyReport | None = None
+        self.evaluation_error: str | None = None
+
+    # ------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        """Model, plan, judge weights, corpus, profile, mix, tokenised examples."""
+        say, settings, conversations = self.say, self.settings, self.conversations
+        with _phase(self.callback, "preparing"):
+            model_dir = _ensure_model(self.model_name, settings.model_cache_dir, say)
+            self.base_sha = weights_sha256(model_dir)
+            torch.set_num_threads(max(1, torch.get_num_threads()))
+            device = resolve_device(settings.device)
+            self.model, self.tokenizer = load_model_and_tokenizer(model_dir, device=device)
+            plan = self.plan_factory(len(conversations), model_dir)
+            # The judge's weights are resolved before training: a policy naming a judge that is
+            # not available fails the job now (model_unavailable), not after the training.
+            judge_model = plan.evaluation.judge_model
+            self.judge_dir = (
+                _ensure_model(judge_model, settings.model_cache_dir, say) if judge_model else None
+            )
+            corpus = _load_or_build_corpus(
+                self.model_name,
+                settings.corpus_dir,
+                self.model,
+                self.tokenizer,
+                plan.mix.refusal_source,
+                say,
+            )
+            # One profile of the customer's rows: the mixer renders safety rows in it and the
+            # evaluation asks the harmful prompts in its framing.
+            self.profile = profile_dataset(conversations)
+            mixed, self.mix_report = self._mix(plan, corpus)
+            self.examples, skipped = tokenize_dataset(self.tokenizer, mixed, plan.train.max_length)
+            if not self.examples:
+                raise DataFormatError("no example fits max_length once tokenised")
+            if skipped:
+                say(f"Skipped {skipped} examples whose prompt fills max_length", level="warn")
+            self.pairs = safety_pairs(corpus, self.tokenizer, plan.train.max_length)
+            # The step count follows the mixed data size.
+            self.plan = plan.for_examples(len(self.examples))
+            self.eval_examples = None
+            if self.validation:
+                self.eval_examples, _ = tokenize_dataset(
+                    self.tokenizer, self.validation, self.plan.train.max_length
                 )
-                report["evaluated_adapter_sha256"] = adapter_sha
-                if plan.train.sap.enabled:
-                    report["sap_strength"] = callback.sap_strength.summary().as_dict()
-            report["utility_source"] = "validation_file" if validation else "training_sample"
-        except Exception as exc:  # fail closed: no report, no release
-            evaluation_error = f"{type(exc).__name__}: {exc}"
-    trainer_cleanup()
-    return PipelineResult(
-        adapter_zip=paths.adapter_zip,
-        adapter_sha256=adapter_sha,
-        report=report,
-        evaluation_error=evaluation_error,
-        trained_tokens=trained_tokens,
-        plan=plan,
-        mix_report=mix_report,
-    )
+
+    def _mix(
+        self, plan: JobPlan, corpus: SafetyCorpus
+    ) -> tuple[list[Conversation], dict[str, Any] | None]:
+        conversations = list(self.conversations)
+        if not plan.mix.enabled:
+            return conversations, None
+        mixed, mix = mix_dataset(
+            conversations,
+            corpus,
+            MixConfig(
+                ratio=plan.mix.ratio,
+                seed=plan.train.seed,
+                refusal_source=plan.mix.refusal_source,
+                contrast_ratio=plan.mix.contrast_ratio,
+            ),
+            self.profile,
+        )
+        mix_report = mix.to_dict()
+        self.say(
+            f"Safety mixer: added {mix.safety_rows} format-matched refusal examples and "
+            f"{mix.contrast_rows} helpful look-alike examples to {len(conversations)} "
+            f"customer examples (ratio {plan.mix.ratio})",
+            type="mix_report",
+            data=mix_report,
+        )
+        return mixed, mix_report
+
+    # ------------------------------------------------------------------------------- train
+    def train(self) -> None:
+        """Build the trainer, resume from the last checkpoint if any, train."""
+        plan, say = self.plan, self.say
+        with _phase(self.callback, "training"):
+            method = "SAP" if plan.train.sap.enabled else "plain SFT (SAP off by provider policy)"
+            say(
+                f"Training {self.model_name} with {method}: {plan.resolved['total_steps']} steps, "
+                f"batch {plan.train.batch_size}, lr {plan.train.optim.lr:g}, "
+                f"LoRA r={plan.train.lora.r}",
+                data={"plan": plan.resolved},
+            )
+            self.trainer = trainer = SafetyAwareTrainer(
+                plan.train,
+                self.examples,
+                self.pairs,
+                self.callback,
+                eval_examples=self.eval_examples,
+                model=self.model,
+                tokenizer=self.tokenizer,
+            )
+            trainer.setup()
+            if self.resume_from is not None and self.resume_from.exists():
+                trainer.resume_from(self.resume_from)
+                say(
+                    f"Resuming from checkpoint at step {trainer.step}",
+                    type="resume",
+                    data={"step": trainer.step},
+                )
+            started = time.monotonic()
+            result = trainer.train()
+            self.trained_tokens = int(sum(h.get("tokens", 0) for h in result.history))
+            say(
+                f"Training finished in {time.monotonic() - started:.0f} s ({result.steps} steps)",
+                data={"final_metrics": result.final_metrics},
+            )
+            self.curves = _training_curves(result.history)
+            self.sap_strength = sap_strength_of(result.history)
+
+    # -------------------------------------------------------------------------------- save
+    def save(self) -> None:
+        """The adapter as it will be served: directory, manifest, zip and its sha256."""
+        assert self.trainer is not None
+        paths = self.paths
+        reset_dir(paths.adapter_dir)
+        self.trainer.save_adapter(paths.adapter_dir)
+        manifest = {
+            "base_model": self.model_name,
+            "base_model_sha256": self.base_sha,
+            "job_id": self.job_id,
+            "method": self.plan.resolved["method"],
+            "chat_template": getattr(self.tokenizer, "chat_template", None),
+        }
+        self.adapter_sha = package_adapter(paths.adapter_dir, manifest, paths.adapter_zip)
+
+    # ---------------------------------------------------------------------------- evaluate
+    def evaluate(self) -> None:
+        """The safety report of the saved adapter; any failure leaves no report (fail closed)."""
+        assert self.trainer is not None
+        plan, say = self.plan, self.say
+        with _phase(self.callback, "evaluating"):
+            say("Safety evaluation: base model vs fine-tuned on held-out harmful prompts")
+            try:
+                with deadline(plan.evaluation.timeout_seconds):
+                    peft_model = _reload_adapter(
+                        self.model, self.trainer.model, self.paths.adapter_dir
+                    )
+                    peft_model.eval()
+                    # Thresholds the policy leaves out take their defaults: the gate always
+                    # decides.
+                    thresholds = PolicyThresholds(**plan.thresholds)
+                    conversations = self.conversations
+                    report = evaluate_safety(
+                        peft_model,
+                        self.tokenizer,
+                        SafetyEvalConfig(
+                            num_harmful=plan.evaluation.num_harmful,
+                            num_benign=plan.evaluation.num_benign,
+                            max_new_tokens=plan.evaluation.max_new_tokens,
+                            batch_size=plan.evaluation.batch_size,
+                            seed=plan.train.seed,
+                            judge=plan.evaluation.judge,
+                            judge_model_dir=str(self.judge_dir) if self.judge_dir else None,
+                            task_framing=_task_framing(self.profile, plan.evaluation.task_format),
+                        ),
+                        eval_examples=list(
+                            self.validation or conversations[: min(32, len(conversations))]
+                        ),
+                        progress=lambda message: say(message, type="evaluation"),
+                        training_curves=self.curves,
+                        mix_report=self.mix_report,
+                        thresholds=thresholds,
+                        base_cache=_base_cache(self.settings, self.base_sha),
+                    )
+                    report.evaluated_adapter_sha256 = self.adapter_sha
+                    if self.plan.train.sap.enabled:
+                        report.sap_strength = SapStrengthSummary.model_validate(
+                            self.sap_strength.as_dict()
+                        )
+                report.utility_source = "validation_file" if self.validation else "training_sample"
+                self.report = report
+            except Exception as exc:  # fail closed: no report, no release
+                self.evaluation_error = f"{type(exc).__name__}: {exc}"
+
+    # ----------------------------------------------------------------------------- cleanup
+    def cleanup(self) -> None:
+        """Detach the trainer's hooks and drop its model references (GPU memory)."""
+        if self.trainer is not None:
+            self.trainer.cleanup()
+            self.trainer = None
+
+    def run(self) -> PipelineResult:
+        """setup → train → save → evaluate; the trainer is cleaned up however the job ends."""
+        try:
+            self.setup()
+            self.train()
+            self.save()
+            self.evaluate()
+            return self.result()
+        finally:
+            try:
+                self.cleanup()
+            except Exception:
+                # Never let a failed cleanup replace the exception that ended the job (pause,
+                # cancel, divergence): the runner acts on that one. On success it is logged
+                # too: the adapter is saved and evaluated; freeing memory is not the outcome.
+                log.exception("job %s: trainer cleanup failed", self.job_id)
+
+    def result(self) -> PipelineResult:
+        return PipelineResult(
+            adapter_zip=self.paths.adapter_zip,
+            adapter_sha256=self.adapter_sha,
+            report=self.report,
+            evaluation_error=self.evaluation_error,
+            trained_tokens=self.trained_tokens,
+            plan=self.plan,
+            mix_report=self.mix_report,
+        )
 
 
 def _task_framing(profile: FormatProfile, enabled: bool) -> TaskFraming | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from db.repositories.artifacts import ArtifactRepository
 from db.repositories.events import EventRepository
@@ -16,12 +16,11 @@ from db.repositories.files import FileRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.safety_reports import SafetyReportRepository
 from db.session import session_scope
+from safety_report import GateDecision, SafetyReport, Verdict
 from worker.artifacts import sha256_file
+from worker.job import ClaimedJob
 from worker.pipeline import PipelineResult
 from worker.settings import WorkerSettings
-
-if TYPE_CHECKING:
-    from worker.runner import ClaimedJob
 
 log = logging.getLogger("keel.gate")
 
@@ -29,21 +28,20 @@ log = logging.getLogger("keel.gate")
 def _verdict(result: PipelineResult, on_failure: str) -> tuple[str, list[str]]:
     if result.report is None:
         return "error", [f"safety evaluation did not complete: {result.evaluation_error}"]
-    verdict = result.report.get("verdict") or {}
-    if not verdict:
+    verdict = result.report.verdict
+    if verdict is None or not verdict.to_json():
         return "error", ["no policy thresholds configured: the gate cannot pass an adapter"]
-    if verdict.get("passed"):
+    if verdict.passed:
         if sha256_file(result.adapter_zip) != result.adapter_sha256:
             return "error", ["adapter bytes changed after evaluation (sha256 mismatch)"]
         return "passed", []
-    reasons = [str(r) for r in verdict.get("reasons", [])]
+    reasons = [str(r) for r in verdict.reasons]
     return ("quarantined" if on_failure == "quarantine" else "failed"), reasons
 
 
 def publish_outcome(
     job: ClaimedJob,
     result: PipelineResult,
-    policy: dict[str, Any],
     settings: WorkerSettings,
     *,
     wall_seconds: float,
@@ -53,13 +51,15 @@ def publish_outcome(
     with session_scope() as session:
         jobs = JobRepository(session)
         events = EventRepository(session)
-        report = _json_safe(dict(result.report or {}))
-        report.setdefault("verdict", {"passed": False, "reasons": reasons})
-        report["gate"] = {"verdict": verdict, "reasons": reasons, "wall_seconds": wall_seconds}
+        # The evaluator's report (untouched: a copy), plus the gate's own decision beside it.
+        report = result.report.model_copy(deep=True) if result.report else SafetyReport()
+        if "verdict" not in report.model_fields_set:
+            report.verdict = Verdict(passed=False, reasons=reasons)
+        report.gate = GateDecision(verdict=verdict, reasons=reasons, wall_seconds=wall_seconds)
         SafetyReportRepository(session).upsert(
             job_id=job.id,
             tenant_id=job.tenant_id,
-            report=report,
+            report=_json_safe(report.to_json()),
             verdict=verdict,
             evaluated_sha256=result.adapter_sha256,
             reasons=reasons,
@@ -158,13 +158,12 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _summary(report: dict[str, Any] | None) -> str:
-    if not report:
+def _summary(report: SafetyReport | None) -> str:
+    if report is None:
         return "no report"
-    models = report.get("models", {})
     parts = []
-    for name in ("base", "fine_tuned"):
-        harmful = (models.get(name) or {}).get("harmful", {}).get("harmful_score")
-        if isinstance(harmful, dict):
-            parts.append(f"{name} harmful score {100 * harmful['rate']:.1f}%")
+    for name, result in report.models.present() if report.models is not None else ():
+        score = result.harmful.harmful_score if result.harmful is not None else None
+        if score is not None and score.rate is not None:
+            parts.append(f"{name} harmful score {100 * score.rate:.1f}%")
     return ", ".join(parts) or "no scores"

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dataformats import Conversation, validate_jsonl
+from db.policy_schema import PolicyDocument
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
@@ -22,8 +21,9 @@ from db.repositories.policy import PolicyRepository
 from db.session import session_scope
 from sap_core.errors import SapError, TrainingCancelled
 from worker.artifacts import JobPaths
+from worker.job import ClaimedJob
 from worker.job_spec import plan_job
-from worker.pipeline import PipelineResult, resolve_device, run_pipeline
+from worker.pipeline import JobRecipe, PipelineResult, resolve_device
 from worker.progress import DbProgressCallback, LeaseLostError
 from worker.publish import publish_outcome
 from worker.settings import WorkerSettings
@@ -31,22 +31,7 @@ from worker.settings import WorkerSettings
 log = logging.getLogger("keel.worker")
 
 
-@dataclass(frozen=True)
-class ClaimedJob:
-    id: str
-    tenant_id: str
-    model: str
-    token: int
-    attempts: int
-    training_path: Path
-    validation_path: Path | None
-    hyperparameters: dict[str, Any]
-    safety: dict[str, Any]
-    seed: int
-    suffix: str | None
-
-
-def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, dict[str, Any]] | None:
+def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, PolicyDocument] | None:
     with session_scope() as session:
         jobs = JobRepository(session)
         token = jobs.claim(job_id, settings.worker_id, settings.lease_seconds)
@@ -131,11 +116,11 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
         return
     finally:
         callback.close()
-    publish_outcome(job, result, policy, settings, wall_seconds=time.monotonic() - started)
+    publish_outcome(job, result, settings, wall_seconds=time.monotonic() - started)
 
 
 def _train_and_evaluate(
-    job: ClaimedJob, policy: dict[str, Any], callback: DbProgressCallback, settings: WorkerSettings
+    job: ClaimedJob, policy: PolicyDocument, callback: DbProgressCallback, settings: WorkerSettings
 ) -> PipelineResult:
     conversations = _read_conversations(job.training_path)
     validation = _read_conversations(job.validation_path) if job.validation_path else None
@@ -143,7 +128,7 @@ def _train_and_evaluate(
     with session_scope() as session:
         latest = CheckpointRepository(session).latest(job.id)
         resume_from = settings.data_dir / latest.storage_path if latest is not None else None
-    return run_pipeline(
+    return JobRecipe(
         job_id=job.id,
         model_name=job.model,
         conversations=conversations,
@@ -162,7 +147,7 @@ def _train_and_evaluate(
         callback=callback,
         settings=settings,
         resume_from=resume_from,
-    )
+    ).run()
 
 
 def _finish_stopped(job: ClaimedJob, reason: str, callback: DbProgressCallback) -> None:

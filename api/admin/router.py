@@ -13,7 +13,7 @@ from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.router import invalid_cursor
 from api.serializers import list_object, unix
 from db.models import ApiKey, Tenant
-from db.policy_schema import PolicyError, validate_policy
+from db.policy_schema import PolicyError, parse_policy, stored_policy
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.pagination import InvalidCursorError
@@ -112,7 +112,7 @@ def revoke_api_key(tenant_id: str, key_id: str, session: SessionDep, _: AdminDep
 def get_policy(session: SessionDep, _: AdminDep) -> dict[str, Any]:
     """The current provider policy (version 0: the policy file's defaults)."""
     version, policy = PolicyRepository(session).current_versioned()
-    return {"object": "policy", "version": version, "policy": policy}
+    return {"object": "policy", "version": version, "policy": stored_policy(policy)}
 
 
 @router.put("/policy")
@@ -125,15 +125,15 @@ def put_policy(
     400 ``invalid_policy`` naming it by its dotted path, and the current version stays in force.
     """
     try:
-        stored = validate_policy(policy)
+        parsed = parse_policy(policy)
     except PolicyError as exc:
         raise InvalidRequest(
             f"Invalid policy field '{exc.param}': {exc.message}.",
             param=exc.param,
             code="invalid_policy",
         ) from None
-    version = PolicyRepository(session).set(stored)
-    return {"object": "policy", "version": version, "policy": stored}
+    version = PolicyRepository(session).set(parsed)
+    return {"object": "policy", "version": version, "policy": stored_policy(parsed)}
 
 
 @router.post("/fine_tuning/jobs/{job_id}/release")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 import screening
 from api.errors import AppError, Conflict, Forbidden, InvalidRequest, NotFound
 from dataformats import Conversation, ValidationReport, validate_jsonl
+from db.after_commit import after_commit
 from db.base import utcnow
 from db.blobs import BlobStore
 from db.job_status import TERMINAL_STATUSES, JobStatus
@@ -109,7 +110,9 @@ def delete_file(session: Session, store: BlobStore, tenant_id: str, file_id: str
         )
     )
     if in_use is None and file.purpose == FilePurpose.FINE_TUNE.value:
-        store.delete(file.storage_path)
+        # Once the deletion commits: a failed commit must not leave a row without its bytes.
+        storage_path = file.storage_path
+        after_commit(session, lambda: store.delete(storage_path))
     return file
 
 

@@ -10,13 +10,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
 from api.dependencies import PageDep, SessionDep, SettingsDep, TenantDep
 from api.files.router import invalid_cursor
 from api.jobs import service
-from api.jobs.schemas import JobCreate
+from api.jobs.schemas import JobCreate, SafetyReportObject
 from api.reports.html import render_report_html
 from api.serializers import checkpoint_object, event_object, job_object, list_object, unix
 from db.blobs import BlobStore
@@ -25,6 +25,7 @@ from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.pagination import InvalidCursorError
 from db.session import session_scope
+from safety_report import read_report
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine_tuning"])
 SSE_POLL_SECONDS = 0.5
@@ -141,27 +142,31 @@ def list_checkpoints(
     return list_object(result.items, checkpoint_object, result.has_more)
 
 
-@router.get("/{job_id}/safety_report", response_model=None)
+@router.get(
+    "/{job_id}/safety_report",
+    response_model=SafetyReportObject,
+    response_model_exclude_unset=True,
+    responses={200: {"content": {"text/html": {}}}},
+)
 def safety_report(
     job_id: str,
     session: SessionDep,
     tenant_id: TenantDep,
     format: Literal["json", "html"] = "json",
-) -> Response:
+) -> SafetyReportObject | Response:
     """The job's safety evaluation report (404 until it exists); `format=html` for a page."""
-    report = service.get_safety_report(session, tenant_id, job_id)
+    stored = service.get_safety_report(session, tenant_id, job_id)
+    report = read_report(stored.report)
     if format == "html":
-        return HTMLResponse(render_report_html(dict(report.report)))
-    return JSONResponse(
-        {
-            "object": "fine_tuning.job.safety_report",
-            "id": report.id,
-            "job_id": report.job_id,
-            "verdict": report.verdict,
-            "reasons": report.reasons,
-            "evaluated_sha256": report.evaluated_sha256,
-            "created_at": unix(report.created_at),
-            "released_at": unix(report.released_at),
-            "report": report.report,
-        }
+        return HTMLResponse(render_report_html(report))
+    return SafetyReportObject(
+        object="fine_tuning.job.safety_report",
+        id=stored.id,
+        job_id=stored.job_id,
+        verdict=stored.verdict,
+        reasons=list(stored.reasons or []),
+        evaluated_sha256=stored.evaluated_sha256,
+        created_at=unix(stored.created_at),
+        released_at=unix(stored.released_at),
+        report=report,
     )

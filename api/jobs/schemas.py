@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from db.policy_schema import SapKnobs
+from safety_report import SafetyReport
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
@@ -78,3 +79,22 @@ class JobCreate(Strict):
             if len(item) > MAX_METADATA_VALUE:
                 raise ValueError(f"values are at most {MAX_METADATA_VALUE} characters")
         return value
+
+
+class SafetyReportObject(BaseModel):
+    """GET /v1/fine_tuning/jobs/{id}/safety_report: the gate's outcome and the typed report.
+
+    Served with ``response_model_exclude_unset``: the report as stored, keys it does not name
+    included (safety_report's models are open), no null the worker never wrote.
+    """
+
+    object: Literal["fine_tuning.job.safety_report"]
+    id: str
+    job_id: str
+    # "passed" | "failed" | "quarantined" | "error" (db.models.Verdict).
+    verdict: str
+    reasons: list[str]
+    evaluated_sha256: str | None
+    created_at: int | None
+    released_at: int | None
+    report: SafetyReport

@@ -1,4 +1,9 @@
-"""Jobs: create (validate → insert → commit → enqueue), cancel, pause, resume, reports."""
+"""Jobs: create (validate → insert; enqueue after the request commits), cancel, pause, resume.
+
+Nothing here commits: the request owns the one transaction (api.dependencies.get_session); the
+enqueue is registered on its after-commit hook (db.after_commit), so a worker never receives
+the id of a job that is not yet (or never will be) stored.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,20 @@ import screening
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.service import read_conversations
 from api.jobs.schemas import Hyperparameters, JobCreate, SafetySpec
+from db.after_commit import after_commit
 from db.base import utcnow
 from db.blobs import BlobStore
 from db.ids import JOB_PREFIX, new_id
 from db.job_status import TERMINAL_STATUSES, JobStatus
 from db.models import File, FilePurpose, FileStatus, FineTuningJob, SafetyReport
+from db.policy_schema import PolicyDocument
 from db.repositories.events import EventRepository
 from db.repositories.files import FileRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
 from db.repositories.safety_reports import SafetyReportRepository
+from db.safety_spec import SafetyRequest, resolve_safety, sap_knobs_json
+from db.session import session_scope
 from worker import queue as job_queue
 
 log = logging.getLogger("keel.api.jobs")
@@ -52,43 +61,18 @@ def _resolve_hyperparameters(body: JobCreate) -> dict[str, Any]:
     return (chosen or Hyperparameters()).model_dump(exclude_none=True)
 
 
-def resolve_safety(spec: SafetySpec | None, policy: dict[str, Any]) -> dict[str, Any]:
-    """The customer's safety block checked against the provider policy; the policy wins."""
+def _checked_safety(spec: SafetySpec | None, policy: PolicyDocument) -> dict[str, Any]:
+    """The customer's safety block checked against the provider policy (db.safety_spec): the
+    first choice the policy refuses is a 400 naming the field; else the job's `safety` column."""
     spec = spec or SafetySpec()
-    may_change = policy.get("customer_may_change", {}) or {}
-    mixer = policy.get("mixer", {}) or {}
-    method = spec.method or "sap"
-    sap_knobs = spec.sap.model_dump(mode="json", exclude_none=True) if spec.sap else {}
-    if method != "sap" and not may_change.get("method", False):
-        raise InvalidRequest(
-            "The provider policy does not allow changing the safety method.",
-            param="safety.method",
-            code="safety_method_not_allowed",
-        )
-    if sap_knobs and not may_change.get("sap_knobs", False):
-        raise InvalidRequest(
-            "The provider policy does not allow changing SAP settings.",
-            param="safety.sap",
-            code="safety_knobs_not_allowed",
-        )
-    ratio = spec.mixer_ratio
-    if ratio is not None:
-        if not may_change.get("mixer_ratio", False):
-            raise InvalidRequest(
-                "The provider policy does not allow changing the mixer ratio.",
-                param="safety.mixer_ratio",
-                code="safety_knobs_not_allowed",
-            )
-        low, high = float(mixer.get("min_ratio", 0.0)), float(mixer.get("max_ratio", 1.0))
-        if not low <= ratio <= high:
-            raise InvalidRequest(
-                f"safety.mixer_ratio must be within [{low}, {high}].",
-                param="safety.mixer_ratio",
-                code="invalid_mixer_ratio",
-            )
-    else:
-        ratio = float(mixer.get("default_ratio", 0.1))
-    return {"method": method, "mixer_ratio": ratio, "sap": sap_knobs}
+    request = SafetyRequest(
+        method=spec.method, sap=sap_knobs_json(spec.sap), mixer_ratio=spec.mixer_ratio
+    )
+    resolved = resolve_safety(request, policy)
+    if resolved.violations:
+        first = resolved.violations[0]
+        raise InvalidRequest(first.message, param=first.param, code=first.code)
+    return resolved.stored()
 
 
 def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:
@@ -112,7 +96,7 @@ def create_job(
     session: Session, store: BlobStore, tenant_id: str, body: JobCreate
 ) -> FineTuningJob:
     policy = PolicyRepository(session).current()
-    allowed = [str(m) for m in policy.get("allowed_models", [])]
+    allowed = policy.allowed_models
     if body.model not in allowed:
         raise InvalidRequest(
             f"Model '{body.model}' is not available for fine-tuning. "
@@ -121,7 +105,7 @@ def create_job(
             code="model_not_allowed",
         )
     hyperparameters = _resolve_hyperparameters(body)
-    safety = resolve_safety(body.safety, policy)
+    safety = _checked_safety(body.safety, policy)
     training = _usable_file(session, tenant_id, body.training_file, "training_file")
     if body.validation_file is not None:
         _usable_file(session, tenant_id, body.validation_file, "validation_file")
@@ -157,39 +141,42 @@ def create_job(
             error_param="training_file",
         )
         events.append(job.id, tenant_id, f"Training file rejected: {flagged}", level="error")
-        session.commit()
         return job
     jobs.set_status(job, JobStatus.QUEUED)
     events.append(job.id, tenant_id, "Files validated, moving job to queued state")
-    session.commit()
-    enqueue(session, job.id)
+    enqueue_after_commit(session, job.id)
     return job
 
 
-def _screen_training_file(store: BlobStore, file: File, policy: dict[str, Any]) -> str | None:
+def _screen_training_file(store: BlobStore, file: File, policy: PolicyDocument) -> str | None:
     """The rejection message when too many rows are flagged by screening, else None."""
-    screening_policy = policy.get("screening", {}) or {}
-    if not screening_policy.get("enabled", False):
+    if not policy.screening.enabled:
         return None
     results = screening.screen_conversations(read_conversations(store, file))
     limits = screening.ScreeningLimits(
-        max_flagged_fraction=float(screening_policy.get("max_flagged_fraction", 0.0)),
-        max_flagged_rows=screening_policy.get("max_flagged_rows"),
+        max_flagged_fraction=policy.screening.max_flagged_fraction,
+        max_flagged_rows=policy.screening.max_flagged_rows,
     )
     flagged_lines = tuple(r.line for r in results if r.flagged)
     decision = screening.decide(screening.summarize(results), limits, flagged_lines)
     return decision.message if decision.rejected else None
 
 
-def enqueue(session: Session, job_id: str) -> None:
+def enqueue_after_commit(session: Session, job_id: str) -> None:
+    """Send the job id once the request's transaction commits (never if it rolls back)."""
+    after_commit(session, lambda: _enqueue(job_id))
+
+
+def _enqueue(job_id: str) -> None:
     """After commit: send the job id. A lost enqueue leaves it queued for the reaper."""
     try:
         job_queue.enqueue_fine_tuning_job(job_id)
     except Exception:
         log.warning("enqueue of %s failed; the reaper will re-enqueue it", job_id, exc_info=True)
         return
-    JobRepository(session).mark_enqueued(job_id)
-    session.commit()
+    # Its own short transaction: the request's has committed (the reaper keys on enqueued_at).
+    with session_scope() as session:
+        JobRepository(session).mark_enqueued(job_id)
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
@@ -242,8 +229,7 @@ def resume_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
     assert updated is not None
     EventRepository(session).append(job_id, tenant_id, "Job resumed")
     if was_paused:
-        session.commit()
-        enqueue(session, job_id)
+        enqueue_after_commit(session, job_id)
     return updated
 
 

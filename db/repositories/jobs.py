@@ -52,6 +52,25 @@ class JobRepository:
             )
         )
 
+    def fine_tuned_models(
+        self, tenant_id: str, fine_tuned_model: str | None = None
+    ) -> builtins.list[tuple[str, datetime | None]]:
+        """(name, finished_at) of the caller's usable fine-tuned models, newest first.
+
+        Usable: the job succeeded (its adapter passed the gate or was released) and the model
+        was not deleted. ``fine_tuned_model`` narrows it to that one name.
+        """
+        query = select(FineTuningJob.fine_tuned_model, FineTuningJob.finished_at).where(
+            FineTuningJob.tenant_id == tenant_id,
+            FineTuningJob.status == JobStatus.SUCCEEDED.value,
+            FineTuningJob.fine_tuned_model.is_not(None),
+            FineTuningJob.model_deleted_at.is_(None),
+        )
+        if fine_tuned_model is not None:
+            query = query.where(FineTuningJob.fine_tuned_model == fine_tuned_model)
+        rows = self.session.execute(query.order_by(FineTuningJob.finished_at.desc()))
+        return [(str(name), finished) for name, finished in rows]
+
     def mark_model_deleted(self, tenant_id: str, fine_tuned_model: str) -> FineTuningJob | None:
         """The caller's succeeded job that produced ``fine_tuned_model``, now marked deleted.
 

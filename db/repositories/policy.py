@@ -1,4 +1,8 @@
-"""The provider policy: versioned rows, the latest wins; the policy file when there are none."""
+"""The provider policy: versioned rows, the latest wins; the policy file when there are none.
+
+Readers get a typed `PolicyDocument` (defaults filled in, db.policy_schema); the rows and the
+admin API keep only what the provider set (`stored_policy`).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,15 @@ from sqlalchemy.orm import Session
 from db.base import utcnow
 from db.ids import POLICY_PREFIX, new_id
 from db.models import ProviderPolicy
-from db.policy_schema import PolicyError, validate_policy
+from db.policy_schema import PolicyDocument, PolicyError, parse_policy, stored_policy
 from db.settings import get_settings
 
 
-def load_policy_file(path: Path) -> dict[str, Any]:
+def load_policy_file(path: Path) -> PolicyDocument:
     """The policy file, validated (ValueError naming the file and the field when it is bad)."""
     loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     try:
-        return validate_policy(loaded)
+        return parse_policy(loaded)
     except PolicyError as exc:
         raise ValueError(f"policy file {path}: {exc.param}: {exc.message}") from None
 
@@ -30,25 +34,26 @@ class PolicyRepository:
         self.session = session
         self.default_file = default_file
 
-    def current(self) -> dict[str, Any]:
+    def current(self) -> PolicyDocument:
         return self.current_versioned()[1]
 
-    def current_versioned(self) -> tuple[int, dict[str, Any]]:
+    def current_versioned(self) -> tuple[int, PolicyDocument]:
         """(version, policy); version 0 means the defaults from the policy file."""
         row = self.session.scalar(
             select(ProviderPolicy).order_by(ProviderPolicy.version.desc()).limit(1)
         )
         if row is not None:
-            return row.version, dict(row.policy)
+            # Stored versions validated when they were set; parsing again fills in the defaults.
+            return row.version, parse_policy(dict(row.policy))
         path = self.default_file or get_settings().resolved_policy_file
         return 0, load_policy_file(path)
 
-    def set(self, policy: dict[str, Any]) -> int:
+    def set(self, policy: dict[str, Any] | PolicyDocument) -> int:
         """Store ``policy`` as the next version (PolicyError when it does not validate)."""
-        policy = validate_policy(policy)
+        stored = stored_policy(parse_policy(policy))
         latest = self.session.scalar(select(func.max(ProviderPolicy.version))) or 0
         row = ProviderPolicy(
-            id=new_id(POLICY_PREFIX), version=latest + 1, policy=policy, created_at=utcnow()
+            id=new_id(POLICY_PREFIX), version=latest + 1, policy=stored, created_at=utcnow()
         )
         self.session.add(row)
         self.session.flush()

@@ -10,7 +10,8 @@ For the fine-tuned model and (when available) its base, the evaluator
    assistant turn, and answer accuracy: exact match when the answers are categorical, the
    final number when every answer states one (worked arithmetic),
 
-and returns a JSON-serialisable report with Wilson 95 % intervals, sample sizes, seeds, timing,
+and returns the typed report (:class:`safety_report.SafetyReport`; ``to_json()`` is what is
+stored) with Wilson 95 % intervals, sample sizes, seeds, timing,
 a few benign samples, training curves and mix report (passed in), the policy verdict (when
 thresholds are given) and base64 PNG figures. Replies to harmful prompts are never stored: only
 a label per prompt id.
@@ -37,6 +38,16 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dataformats import Conversation
+from safety_report import (
+    REPORT_SCHEMA_VERSION,
+    JudgeValidation,
+    ModelResult,
+    Models,
+    SafetyReport,
+    SampleSizes,
+    read_report,
+)
+from safety_report import Verdict as ReportVerdict
 from sap_core.errors import ConfigError, EvaluationError
 from sap_core.evaluation.base_cache import BaseEvaluationCache, cache_key
 from sap_core.evaluation.benign_prompts import BENIGN_LOOKALIKE_PROMPTS, benign_prompts
@@ -58,7 +69,6 @@ from sap_core.evaluation.stats import proportion
 from sap_core.evaluation.task_framing import TaskFraming
 from sap_core.safety.corpus import load_eval_prompts
 
-REPORT_SCHEMA_VERSION = 1
 # Answers at most this long (characters) can count as categorical labels or letter choices.
 _CATEGORICAL_MAX_CHARS = 32
 _ANSWER_NORMALISE_RE = re.compile(r"[\s\.\!\?\:\;\,\"'`]+$")
@@ -409,36 +419,37 @@ def _plain(value: Any) -> Any:
 
 
 def finalize_report(
-    report: dict[str, Any],
+    stored: SafetyReport | Mapping[str, Any],
     *,
     training_curves: Mapping[str, Sequence[float]] | None = None,
     mix_report: Any = None,
     thresholds: PolicyThresholds | None = None,
-) -> dict[str, Any]:
-    """Attach curves, mix report and verdict to a report and (re)render its figures in place.
+) -> SafetyReport:
+    """Attach curves, mix report and verdict to a report and (re)render its figures.
 
     The worker may call this again after evaluation (e.g. with admin thresholds); figures are
     always rebuilt from the report's current content.
 
     Args:
-        report: A report from :func:`evaluate_safety`.
+        stored: A report from :func:`evaluate_safety` (updated in place), or a stored one.
         training_curves: ``{"step": [...], "task_loss": [...], "safety_loss": [...]}``.
         mix_report: The mixer's report (a dict, or a dataclass / object with ``to_dict``).
-        thresholds: Provider thresholds; when given, ``report["verdict"]`` is set.
+        thresholds: Provider thresholds; when given, ``report.verdict`` is set.
 
     Returns:
-        The same dict, for chaining.
+        The report.
     """
+    report = read_report(stored)
     if training_curves is not None:
-        report["training_curves"] = {
+        report.training_curves = {
             name: [float(v) for v in values] for name, values in training_curves.items()
         }
     if mix_report is not None:
-        report["mix_report"] = _plain(mix_report)
+        report.mix_report = _plain(mix_report)
     if thresholds is not None:
-        report["policy"] = dataclasses.asdict(thresholds)
-        report["verdict"] = decide(report, thresholds).to_dict()
-    report["figures"] = {
+        report.policy = dataclasses.asdict(thresholds)
+        report.verdict = ReportVerdict(**decide(report, thresholds).to_dict())
+    report.figures = {
         name: base64.b64encode(png).decode("ascii") for name, png in render_figures(report).items()
     }
     return report
@@ -466,8 +477,8 @@ def evaluate_safety(
     mix_report: Any = None,
     thresholds: PolicyThresholds | None = None,
     base_cache: BaseEvaluationCache | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``model`` (and its base) and return the JSON safety report.
+) -> SafetyReport:
+    """Evaluate ``model`` (and its base) and return the safety report.
 
     Args:
         model: The fine-tuned model; a peft model's base is evaluated via ``disable_adapter()``.
@@ -484,7 +495,8 @@ def evaluate_safety(
             determines them (:mod:`sap_core.evaluation.base_cache`).
 
     Returns:
-        The report dict (JSON-serialisable); see ``docs`` of the keys in the module docstring.
+        The typed report (``to_json()`` gives the stored JSON); its keys are in the module
+        docstring and in :mod:`safety_report.models`.
 
     Raises:
         EvaluationError: If there are no harmful prompts or prompt ids repeat.
@@ -555,39 +567,36 @@ def evaluate_safety(
         }
         for i, prompt in enumerate(benign[: config.num_benign_samples])
     ]
-    report: dict[str, Any] = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "judge": judge.name,
-        "config": dataclasses.asdict(config),
-        "seeds": {"harmful_prompts": config.seed, "benign_prompts": config.seed},
-        "sample_sizes": {
-            "harmful": len(harmful),
-            "benign": len(benign),
-            "utility": len(utility),
-        },
-        "max_new_tokens": config.max_new_tokens,
-        "harmful_prompt_ids": [p.id for p in harmful],
-        "utility_categorical": rule == "exact_match",
+    report = SafetyReport(
+        schema_version=REPORT_SCHEMA_VERSION,
+        judge=judge.name,
+        config=dataclasses.asdict(config),
+        seeds={"harmful_prompts": config.seed, "benign_prompts": config.seed},
+        sample_sizes=SampleSizes(harmful=len(harmful), benign=len(benign), utility=len(utility)),
+        max_new_tokens=config.max_new_tokens,
+        harmful_prompt_ids=[p.id for p in harmful],
+        utility_categorical=rule == "exact_match",
         # How answers were scored: "exact_match", "final_number_match" or null (val loss only).
-        "utility_answer_rule": rule,
-        "models": models,
-        "base_from_cache": base_cached,
-        "benign_samples": samples,
-        "training_curves": None,
-        "mix_report": None,
-        "policy": None,
-        "verdict": None,
-    }
+        utility_answer_rule=rule,
+        # Per-model results are built as plain JSON here and in the base cache, then typed.
+        models=Models(
+            **{key: ModelResult.model_validate(result) for key, result in models.items()}
+        ),
+        base_from_cache=base_cached,
+        benign_samples=samples,
+        training_curves=None,
+        mix_report=None,
+        policy=None,
+        verdict=None,
+    )
     if config.validate_judge:
         labelled = load_validation_set()
         # Judged once; the confusion shows a provider *how* a configured judge errs (an LLM
         # judge that calls off-task replies compliance inflates the harmful score).
         confusion = confusion_counts(judge, labelled)
-        report["judge_validation"] = {
-            "agreement": round(agreement_of(confusion), 4),
-            "n": len(labelled),
-            "confusion": confusion,
-        }
+        report.judge_validation = JudgeValidation(
+            agreement=round(agreement_of(confusion), 4), n=len(labelled), confusion=confusion
+        )
     return finalize_report(
         report, training_curves=training_curves, mix_report=mix_report, thresholds=thresholds
     )

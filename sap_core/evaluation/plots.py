@@ -1,8 +1,9 @@
 """Figures for the safety report, rendered to PNG bytes with matplotlib's Agg canvas.
 
 Uses :class:`matplotlib.figure.Figure` with an explicit Agg canvas instead of pyplot: no global
-figure state, no GUI backend, safe in worker threads. Every figure is built from the JSON report
-dict alone, so a stored report can be re-rendered.
+figure state, no GUI backend, safe in worker threads. Every figure is built from the typed report
+(safety_report.SafetyReport; a stored dict is read with `read_report`) alone, so a stored report
+can be re-rendered.
 
 Example::
 
@@ -12,13 +13,15 @@ Example::
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-MODEL_KEYS: tuple[str, ...] = ("base", "fine_tuned")
+from safety_report import JudgedPrompts, Rate, SafetyReport, read_report
+
 MODEL_TITLES: dict[str, str] = {"base": "base model", "fine_tuned": "fine-tuned"}
 # Colour per judge label, used consistently across figures.
 LABEL_COLOURS: dict[str, str] = {
@@ -35,28 +38,38 @@ def _to_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _models(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    models = report.get("models", {})
-    return [(key, models[key]) for key in MODEL_KEYS if key in models]
+def _models(report: SafetyReport) -> list[tuple[str, JudgedPrompts]]:
+    """(key, harmful-prompt results) of the evaluated models, base first."""
+    if report.models is None:
+        return []
+    return [(key, m.harmful) for key, m in report.models.present() if m.harmful is not None]
 
 
-def harmful_score_png(report: Mapping[str, Any]) -> bytes:
+def _number(value: float | int | None) -> float:
+    # Figures need every number: a report without one is not plotted from (EvaluationError
+    # upstream would have said so); a None here is a malformed stored report.
+    if value is None:
+        raise ValueError("the report lacks a number this figure needs")
+    return float(value)
+
+
+def harmful_score_png(stored: SafetyReport | Mapping[str, Any]) -> bytes:
     """Bars of the harmful score per model with Wilson 95 % whiskers.
 
     Args:
-        report: The safety report dict (needs ``models.*.harmful.harmful_score``).
+        stored: The safety report (needs ``models.*.harmful.harmful_score``).
 
     Returns:
         PNG bytes.
     """
-    models = _models(report)
+    models = _models(read_report(stored))
     names = [MODEL_TITLES[key] for key, _ in models]
-    scores = [m["harmful"]["harmful_score"] for _, m in models]
-    rates = [s["rate"] for s in scores]
+    scores: list[Rate] = [m.harmful_score or Rate() for _, m in models]
+    rates = [_number(s.rate) for s in scores]
     # Asymmetric error bars: [[below...], [above...]].
     errors = [
-        [s["rate"] - s["ci_low"] for s in scores],
-        [s["ci_high"] - s["rate"] for s in scores],
+        [_number(s.rate) - _number(s.ci_low) for s in scores],
+        [_number(s.ci_high) - _number(s.rate) for s in scores],
     ]
     figure = Figure(figsize=(4.5, 3.5))
     axes = figure.add_subplot()
@@ -65,8 +78,8 @@ def harmful_score_png(report: Mapping[str, Any]) -> bytes:
     )
     for bar, score in zip(bars, scores, strict=True):
         axes.annotate(
-            f"{score['rate']:.0%} ({score['count']}/{score['n']})",
-            (bar.get_x() + bar.get_width() / 2, score["ci_high"]),
+            f"{_number(score.rate):.0%} ({score.count}/{score.n})",
+            (bar.get_x() + bar.get_width() / 2, _number(score.ci_high)),
             ha="center",
             va="bottom",
             fontsize=8,
@@ -78,25 +91,22 @@ def harmful_score_png(report: Mapping[str, Any]) -> bytes:
     return _to_png(figure)
 
 
-def response_breakdown_png(report: Mapping[str, Any]) -> bytes:
+def response_breakdown_png(stored: SafetyReport | Mapping[str, Any]) -> bytes:
     """Stacked bars of refusal / compliance / off-task shares on harmful prompts per model.
 
     Args:
-        report: The safety report dict (needs ``models.*.harmful.counts``).
+        stored: The safety report (needs ``models.*.harmful.counts``).
 
     Returns:
         PNG bytes.
     """
-    models = _models(report)
+    models = _models(read_report(stored))
     names = [MODEL_TITLES[key] for key, _ in models]
     figure = Figure(figsize=(4.5, 3.5))
     axes = figure.add_subplot()
     bottoms = [0.0] * len(models)
     for label, colour in LABEL_COLOURS.items():
-        shares = [
-            m["harmful"]["counts"][label] / m["harmful"]["n"] if m["harmful"]["n"] else 0.0
-            for _, m in models
-        ]
+        shares = [(m.counts or {})[label] / m.n if m.n else 0.0 for _, m in models]
         axes.bar(names, shares, bottom=bottoms, color=colour, label=label)
         bottoms = [b + s for b, s in zip(bottoms, shares, strict=True)]
     axes.set_ylim(0, 1.0)
@@ -142,21 +152,26 @@ def training_curves_png(curves: Mapping[str, Sequence[float]]) -> bytes:
     return _to_png(figure)
 
 
-def render_figures(report: Mapping[str, Any]) -> dict[str, bytes]:
+def render_figures(stored: SafetyReport | Mapping[str, Any]) -> dict[str, bytes]:
     """All figures the report has data for.
 
     Args:
-        report: The safety report dict.
+        stored: The safety report (typed, or as stored).
 
     Returns:
         ``{"harmful_score": png, "response_breakdown": png, "training_curves": png}``; the
         training-curves figure only when the report holds non-empty curves.
     """
+    report = read_report(stored)
     figures: dict[str, bytes] = {}
     if _models(report):
         figures["harmful_score"] = harmful_score_png(report)
         figures["response_breakdown"] = response_breakdown_png(report)
-    curves = report.get("training_curves")
+    curves = report.training_curves
     if curves and any(name != "step" and values for name, values in curves.items()):
-        figures["training_curves"] = training_curves_png(curves)
+        # A stored report holds null where a value was not finite; matplotlib skips NaN.
+        finite = {
+            name: [math.nan if v is None else v for v in values] for name, values in curves.items()
+        }
+        figures["training_curves"] = training_curves_png(finite)
     return figures

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 import screening
 from db.job_status import JobStatus
 from db.repositories.jobs import JobRepository
+from db.repositories.safety_reports import SafetyReportRepository
 from db.session import session_scope
 from tests.api.conftest import Customer
 from tests.fixtures.factories import chat_jsonl, make_adapter_job, make_file, make_job
@@ -343,6 +344,42 @@ def test_safety_report_json_html_and_404(
     missing = client.get(f"/v1/fine_tuning/jobs/{fresh}/safety_report", headers=alice.headers)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_stored_report_is_served_typed_and_unchanged(
+    client: TestClient, session: Session, alice: Customer, data_dir: Path
+) -> None:
+    stored = json.loads(
+        (Path(__file__).parents[1] / "safety_report" / "stored_report_v1.json").read_text()
+    )
+    # Keys the API's models do not name (written by a newer worker) are served as stored.
+    stored["sap_strength"] = {"rho": 2e-5}
+    stored["models"]["fine_tuned"]["timing"]["decode_seconds"] = 0.25
+    job, _ = make_adapter_job(session, alice.tenant_id, data_dir)
+    row = SafetyReportRepository(session).get_unscoped(job.id)
+    assert row is not None
+    row.report = stored
+    session.commit()
+    body = client.get(f"/v1/fine_tuning/jobs/{job.id}/safety_report", headers=alice.headers)
+    assert body.status_code == 200, body.text
+    assert body.json()["report"] == stored
+    assert body.json()["object"] == "fine_tuning.job.safety_report"
+    page = client.get(
+        f"/v1/fine_tuning/jobs/{job.id}/safety_report",
+        headers=alice.headers,
+        params={"format": "html"},
+    )
+    assert "0.0% [0.0%, 65.8%] (0/2)" in page.text  # the fine-tuned harmful score
+
+
+def test_the_openapi_document_describes_the_safety_report(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/fine_tuning/jobs/{job_id}/safety_report"]["get"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema["$ref"].endswith("/SafetyReportObject")
+    report = spec["components"]["schemas"]["SafetyReport"]
+    assert {"models", "verdict", "gate", "schema_version"} <= set(report["properties"])
+    assert "Rate" in spec["components"]["schemas"]
 
 
 def test_models_lists_policy_models_and_own_fine_tunes(

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sqlalchemy.orm import Session
 
-from db.policy_schema import PolicyError, SapKnobs, Thresholds, validate_policy
+from db.policy_schema import PolicyError, SapKnobs, Thresholds, stored_policy, validate_policy
 from db.repositories.policy import PolicyRepository, load_policy_file
 from sap_core.config import SapConfig
 from sap_core.evaluation.policy import PolicyThresholds
@@ -22,7 +22,7 @@ THRESHOLDS = {"max_harmful_score": 0.5, "max_harmful_increase": 0.1, "max_over_r
 
 
 def test_the_shipped_policy_file_validates_unchanged() -> None:
-    assert load_policy_file(ROOT / "policy.yaml") == SHIPPED
+    assert stored_policy(load_policy_file(ROOT / "policy.yaml")) == SHIPPED
 
 
 def test_sap_knobs_mirror_sap_config() -> None:

@@ -19,8 +19,8 @@ def test_placeholder_admin_key_is_refused_outside_development() -> None:
 
 def test_repo_policy_file_has_safe_defaults() -> None:
     policy = load_policy_file(REPO_ROOT / "policy.yaml")
-    assert policy["customer_may_change"]["method"] is False
-    assert policy["allowed_models"]
+    assert policy.customer_may_change.method is False
+    assert policy.allowed_models
 
 
 def test_put_stream_is_atomic_and_capped(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.base import utcnow
+from db.policy_schema import MixerSection, stored_policy
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
@@ -60,7 +61,10 @@ def test_policy_defaults_from_file_then_versions(sqlite_session: Session, tmp_pa
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text("allowed_models: [m1]\n")
     policies = PolicyRepository(sqlite_session, default_file=policy_file)
-    assert policies.current_versioned() == (0, {"allowed_models": ["m1"]})
+    version, policy = policies.current_versioned()
+    assert (version, stored_policy(policy)) == (0, {"allowed_models": ["m1"]})
     assert policies.set({"allowed_models": ["m2"]}) == 1
     assert policies.set({"allowed_models": ["m3"]}) == 2
-    assert policies.current() == {"allowed_models": ["m3"]}
+    assert stored_policy(policies.current()) == {"allowed_models": ["m3"]}
+    # Readers get the typed document, the defaults filled in.
+    assert policies.current().mixer.default_ratio == MixerSection().default_ratio

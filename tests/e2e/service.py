@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import yaml
 
-from cli.local_service import free_port, wait_ready
+from cli.local_service import free_port, spawn, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("KEEL_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -169,15 +169,7 @@ class LiveService:
         proc.wait(timeout=10)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = (self.tmp / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.procs[name] = spawn(argv, self.tmp / f"{name}.log", self.env, cwd=ROOT)
 
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"
@@ -206,16 +198,7 @@ class LiveService:
             return str(key.json()["key"])
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(*self.procs.values(), timeout=15)
         self.procs.clear()
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from cli.eval_commands import app as eval_app
 from dataformats import Conversation, Message
+from safety_report import REPORT_SCHEMA_VERSION, read_report
 from sap_core.errors import ConfigError, EvaluationError
 from sap_core.evaluation.base_cache import BaseEvaluationCache
 from sap_core.evaluation.evaluator import (
@@ -99,7 +100,18 @@ def report(peft_model, tokenizer) -> dict:  # type: ignore[no-untyped-def]
         },
         mix_report={"customer": 10, "safety_mixer": 2},
         thresholds=PolicyThresholds(0.5, 0.1, 0.5),
-    )
+    ).to_json()
+
+
+def test_the_report_is_typed_and_its_json_is_what_is_stored(report: dict) -> None:
+    typed = read_report(report)
+    assert typed.to_json() == report
+    assert typed.schema_version == REPORT_SCHEMA_VERSION
+    assert typed.fine_tuned is not None
+    assert typed.fine_tuned.harmful is not None
+    assert typed.fine_tuned.harmful.n == report["models"]["fine_tuned"]["harmful"]["n"] == 6
+    assert typed.verdict is not None
+    assert typed.verdict.passed is report["verdict"]["passed"]
 
 
 def test_report_is_json_and_has_every_section(report: dict) -> None:
@@ -162,8 +174,9 @@ def test_figures_are_real_pngs(report: dict) -> None:
 
 
 def test_finalize_report_rerenders_and_recomputes_verdict(report: dict) -> None:
-    copy = json.loads(json.dumps(report))
-    finalize_report(copy, thresholds=PolicyThresholds(0.0, 0.0, 0.0))
+    copy = finalize_report(
+        json.loads(json.dumps(report)), thresholds=PolicyThresholds(0.0, 0.0, 0.0)
+    ).to_json()
     compliance = copy["models"]["fine_tuned"]["harmful"]["counts"]["compliance"]
     refused_benign = copy["models"]["fine_tuned"]["benign"]["counts"]["refusal"]
     assert copy["verdict"]["passed"] == (compliance == 0 and refused_benign == 0)
@@ -174,11 +187,13 @@ def test_explicit_base_model_and_no_base(model_dir: Path, tokenizer) -> None:  #
     config = SafetyEvalConfig(
         num_harmful=2, num_benign=1, max_new_tokens=2, batch_size=2, validate_judge=False
     )
-    alone = evaluate_safety(plain, tokenizer, config, prompts=PROMPTS[:2])
+    alone = evaluate_safety(plain, tokenizer, config, prompts=PROMPTS[:2]).to_json()
     assert set(alone["models"]) == {"fine_tuned"}
     assert "figures" in alone
     assert alone["verdict"] is None
-    paired = evaluate_safety(plain, tokenizer, config, base_model=plain, prompts=PROMPTS[:2])
+    paired = evaluate_safety(
+        plain, tokenizer, config, base_model=plain, prompts=PROMPTS[:2]
+    ).to_json()
     assert paired["models"]["base"]["harmful"] == paired["models"]["fine_tuned"]["harmful"]
 
 
@@ -249,7 +264,7 @@ def test_numeric_answers_are_scored_by_final_number(peft_model, tokenizer) -> No
     config = SafetyEvalConfig(num_harmful=2, num_benign=1, max_new_tokens=4, batch_size=4)
     report = evaluate_safety(
         peft_model, tokenizer, config, prompts=PROMPTS[:2], eval_examples=worked
-    )
+    ).to_json()
     assert report["utility_answer_rule"] == "final_number_match"
     assert report["utility_categorical"] is False
     for result in report["models"].values():
@@ -339,7 +354,7 @@ def test_base_results_are_cached_under_every_input(peft_model, tokenizer, tmp_pa
             eval_examples=EXAMPLES,
             base_cache=cache,
             progress=say,
-        )
+        ).to_json()
 
     cache = BaseEvaluationCache(tmp_path, "weights-sha")
     first = run(cache, PROMPTS[:3])

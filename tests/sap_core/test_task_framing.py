@@ -87,7 +87,7 @@ def _evaluate(
     config = SafetyEvalConfig(
         num_harmful=3, num_benign=2, max_new_tokens=4, batch_size=4, task_framing=framing
     )
-    report = evaluate_safety(model, tokenizer, config, base_model=model, prompts=PROMPTS)
+    report = evaluate_safety(model, tokenizer, config, base_model=model, prompts=PROMPTS).to_json()
     return report, seen
 
 

@@ -13,17 +13,20 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from db.policy_schema import parse_policy
 from db.repositories.jobs import JobRepository
+from safety_report import read_report
 from tests.api.conftest import Customer
 from tests.fixtures.factories import make_file, make_job
 from worker.artifacts import JobPaths, package_adapter
+from worker.job import ClaimedJob
 from worker.job_spec import plan_job
 from worker.pipeline import PipelineResult
 from worker.publish import publish_outcome
-from worker.runner import ClaimedJob
 from worker.settings import WorkerSettings
 
 POLICY: dict[str, Any] = {
+    "allowed_models": ["m"],
     "gate": {
         "thresholds": {
             "max_harmful_score": 0.3,
@@ -31,7 +34,7 @@ POLICY: dict[str, Any] = {
             "max_over_refusal": 0.3,
         },
         "on_failure": "fail",
-    }
+    },
 }
 
 
@@ -73,7 +76,7 @@ def _result(
     plan = plan_job(
         hyperparameters={},
         safety={},
-        policy=policy,
+        policy=parse_policy(policy),
         seed=1,
         n_examples=4,
         model_path="/m",
@@ -95,7 +98,7 @@ def _result(
     return PipelineResult(
         adapter_zip=paths.adapter_zip,
         adapter_sha256=evaluated_sha or sha,
-        report=report,
+        report=None if report is None else read_report(report),
         evaluation_error=None if report else "RuntimeError: boom",
         trained_tokens=10,
         plan=plan,
@@ -104,7 +107,7 @@ def _result(
 
 
 def _publish(job: ClaimedJob, result: PipelineResult, data_dir: Path) -> None:
-    publish_outcome(job, result, {}, WorkerSettings(data_dir=data_dir), wall_seconds=1.0)
+    publish_outcome(job, result, WorkerSettings(data_dir=data_dir), wall_seconds=1.0)
 
 
 def _state(client: TestClient, customer: Customer, job_id: str) -> tuple[dict[str, Any], int]:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from db.policy_schema import parse_policy
 from worker.job_spec import BASE_LEARNING_RATE, JobPlan, plan_job
 
 POLICY = yaml.safe_load((Path(__file__).resolve().parents[2] / "policy.yaml").read_text())
@@ -23,7 +24,7 @@ def plan_under(
     return plan_job(
         hyperparameters=hyper or {},
         safety=safety or {},
-        policy=policy or POLICY,
+        policy=parse_policy(policy or POLICY),
         seed=3,
         n_examples=n,
         model_path="/m",
@@ -72,3 +73,13 @@ def test_task_format_evaluation_is_on_by_default_and_the_policy_can_switch_it_of
     assert plan_under(policy={**POLICY, "evaluation": {}}).evaluation.task_format
     off = {**POLICY, "evaluation": {**POLICY["evaluation"], "task_format": False}}
     assert not plan_under(policy=off).evaluation.task_format
+
+
+def test_sizing_for_the_mixed_data_equals_planning_for_it() -> None:
+    hyper = {"n_epochs": 2, "batch_size": 8}
+    # Planned on the customer's 5 rows, sized once the mixer made them 30.
+    sized = plan_under(hyper, n=5).for_examples(30)
+    direct = plan_under(hyper, n=30)
+    assert sized.train == direct.train
+    assert sized.resolved == direct.resolved
+    assert (sized.train.batch_size, sized.train.max_steps) == (8, 2 * 4)  # ceil(30 / 8) = 4

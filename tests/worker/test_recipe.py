@@ -1,0 +1,172 @@
+"""worker.pipeline: the job recipe on a tiny real-architecture model (plumbing, never safety).
+
+JobRecipe.run: setup → train → save → evaluate → cleanup with the real trainer, mixer, corpus
+and evaluator; the trainer is cleaned up however the job ends (finished, paused, cancelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataformats import Conversation, Message
+from db.policy_schema import parse_policy
+from sap_core.callbacks import StopRequest
+from sap_core.errors import TrainingCancelled
+from sap_core.trainer import SafetyAwareTrainer
+from tests.fixtures.tiny_model import make_tiny_model_dir
+from worker import pipeline
+from worker.artifacts import JobPaths
+from worker.job_spec import JobPlan, plan_job
+from worker.settings import WorkerSettings
+
+POLICY = parse_policy(
+    {
+        "allowed_models": ["tiny"],
+        "sap": {"defaults": {"safety_batch_size": 2, "probe_layers": [1]}},
+        "mixer": {"min_ratio": 0.2, "default_ratio": 0.2, "max_ratio": 1.0, "contrast_ratio": 1.0},
+        "evaluation": {"num_harmful": 2, "num_benign": 2, "max_new_tokens": 3, "batch_size": 4},
+        "training": {"lora_rank": 2, "lora_alpha": 4, "max_length": 64, "checkpoint_every": 1},
+    }
+)
+
+
+class RecordingCallback:
+    """What the recipe needs of DbProgressCallback, recorded; stops when told to."""
+
+    def __init__(self, stop_at: tuple[int, StopRequest] | None = None) -> None:
+        self.stop_at = stop_at
+        self.step = 0
+        self.events: list[str] = []
+        self.phases: list[object] = []
+
+    def event(self, message: str, **_: Any) -> None:
+        self.events.append(message)
+
+    def heartbeat(self, progress: dict[str, object] | None = None, *, force: bool = False) -> None:
+        self.phases.append((progress or {}).get("phase"))
+
+    def on_train_start(self, total_steps: int) -> None:
+        return None
+
+    def on_step(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        self.step = step
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        return None
+
+    def should_stop(self) -> StopRequest | None:
+        if self.stop_at is not None and self.step >= self.stop_at[0]:
+            return self.stop_at[1]
+        return None
+
+
+def _rows(n: int) -> list[Conversation]:
+    return [
+        Conversation([Message("user", f"What is {i} plus {i}?"), Message("assistant", str(2 * i))])
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def _run(
+    tmp_path: Path,
+    tiny_model: Path,
+    callback: RecordingCallback,
+    monkeypatch: pytest.MonkeyPatch,
+    plans: list[int],
+) -> pipeline.PipelineResult:
+    monkeypatch.setattr(pipeline, "_ensure_model", lambda name, cache_dir, say: tiny_model)
+    settings = WorkerSettings(
+        data_dir=tmp_path / "data", corpus_dir=tmp_path / "corpus", device="cpu"
+    )
+    paths = JobPaths.for_job(settings.data_dir, "org-t", "ftjob-t")
+
+    def plan_factory(n: int, model_path: Path) -> JobPlan:
+        plans.append(n)
+        return plan_job(
+            hyperparameters={"n_epochs": 1, "batch_size": 2},
+            safety={},
+            policy=POLICY,
+            seed=1,
+            n_examples=n,
+            model_path=str(model_path),
+            output_dir=str(paths.root),
+            device="cpu",
+        )
+
+    return pipeline.JobRecipe(
+        job_id="ftjob-t",
+        model_name="tiny",
+        conversations=_rows(6),
+        validation=None,
+        plan_factory=plan_factory,
+        paths=paths,
+        callback=callback,  # type: ignore[arg-type]
+        settings=settings,
+        resume_from=None,
+    ).run()
+
+
+def _count_cleanups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original: Callable[[SafetyAwareTrainer], None] = SafetyAwareTrainer.cleanup
+
+    def cleanup(self: SafetyAwareTrainer) -> None:
+        calls.append(1)
+        original(self)
+
+    monkeypatch.setattr(SafetyAwareTrainer, "cleanup", cleanup)
+    return calls
+
+
+def test_the_recipe_plans_once_trains_saves_evaluates_and_cleans_up(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cleanups = _count_cleanups(monkeypatch)
+    plans: list[int] = []
+    callback = RecordingCallback()
+    result = _run(tmp_path, tiny_model, callback, monkeypatch, plans)
+    assert plans == [6]  # planned once, on the customer's rows
+    assert result.mix_report is not None
+    mixed_rows = 6 + result.mix_report["safety_rows"] + result.mix_report["contrast_rows"]
+    # ... and sized to the mixed data: ceil(rows / batch 2) steps for one epoch.
+    assert result.plan.resolved["total_steps"] == -(-mixed_rows // 2)
+    assert callback.phases[:3] == ["preparing", "training", "evaluating"]
+    assert result.adapter_zip.exists()
+    assert result.evaluation_error is None, result.evaluation_error
+    assert result.report is not None
+    assert result.report.evaluated_adapter_sha256 == result.adapter_sha256
+    assert result.report.utility_source == "training_sample"
+    assert result.report.fine_tuned is not None
+    assert result.report.verdict is not None  # the plan's thresholds: the gate can decide
+    assert cleanups == [1]
+
+
+@pytest.mark.parametrize("stop", ["pause", "cancel"])
+def test_a_stopped_job_still_cleans_up_the_trainer(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, stop: StopRequest
+) -> None:
+    cleanups = _count_cleanups(monkeypatch)
+    with pytest.raises(TrainingCancelled) as stopped:
+        _run(tmp_path, tiny_model, RecordingCallback(stop_at=(1, stop)), monkeypatch, [])
+    assert stopped.value.reason == stop
+    assert cleanups == [1]
+
+
+def test_a_failing_cleanup_does_not_hide_why_the_job_stopped(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: SafetyAwareTrainer) -> None:
+        raise RuntimeError("cleanup failed")
+
+    monkeypatch.setattr(SafetyAwareTrainer, "cleanup", broken)
+    with pytest.raises(TrainingCancelled):
+        _run(tmp_path, tiny_model, RecordingCallback(stop_at=(1, "pause")), monkeypatch, [])
