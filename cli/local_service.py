@@ -2,7 +2,7 @@
 
 Used by scripts/demo.py, scripts/experiment.py (`serve_locally`) and the e2e tests (`spawn`,
 `stop`, `wait_ready` for the API, worker and reaper they start one by one so that a test can
-kill the worker).
+kill the worker). `keel serve` itself starts its children from the same `*_argv` lines.
 """
 
 from __future__ import annotations
@@ -43,6 +43,27 @@ def wait_ready(
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{base_url} did not become ready within {timeout:.0f} s")
+
+
+def api_argv(host: str, port: int, *, log_level: str | None = None) -> list[str]:
+    """The API process (uvicorn on the app factory), as `keel serve` and the e2e tests run it."""
+    argv = [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory"]
+    argv += ["--host", host, "--port", str(port)]
+    return argv + (["--log-level", log_level] if log_level else [])
+
+
+def worker_argv(concurrency: int, node_name: str) -> list[str]:
+    """A Celery worker on the GPU queue (prefork: the task runs on a child's main thread, where
+    the evaluation deadline's SIGALRM works)."""
+    return [
+        *[sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"],
+        *["-Q", "gpu", "-c", str(concurrency), "--pool", "prefork", "--loglevel", "INFO"],
+        *["-n", node_name],
+    ]
+
+
+def reaper_argv() -> list[str]:
+    return [sys.executable, "-m", "worker.reaper"]
 
 
 def keel_executable() -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
+
+from cli.local_service import api_argv, reaper_argv, worker_argv
 
 console = Console(stderr=True)
 
@@ -58,47 +59,12 @@ def serve(
     _check_policy_file()
     _ensure_dirs()
     migrate_database()
-    python = sys.executable
     children: list[subprocess.Popen[bytes]] = []
     if not no_worker:
-        children.append(
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    "-Q",
-                    "gpu",
-                    "-c",
-                    str(workers),
-                    "--pool",
-                    "prefork",
-                    "--loglevel",
-                    "INFO",
-                    "-n",
-                    f"keel-worker-{os.getpid()}@%h",
-                ],
-            )
-        )
-        children.append(subprocess.Popen([python, "-m", "worker.reaper"]))
-    api = subprocess.Popen(
-        [
-            python,
-            "-m",
-            "uvicorn",
-            "api.main:create_app",
-            "--factory",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--log-level",
-            "info",
-        ],
-    )
+        node = f"keel-worker-{os.getpid()}@%h"
+        children.append(subprocess.Popen(worker_argv(workers, node)))
+        children.append(subprocess.Popen(reaper_argv()))
+    api = subprocess.Popen(api_argv(host, port, log_level="info"))
     children.append(api)
     console.print(f"Keel serving on http://{host}:{port} (API docs at /docs)")
 

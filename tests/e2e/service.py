@@ -16,7 +16,15 @@ import httpx
 import psycopg
 import yaml
 
-from cli.local_service import free_port, spawn, stop, wait_ready
+from cli.local_service import (
+    api_argv,
+    free_port,
+    reaper_argv,
+    spawn,
+    stop,
+    wait_ready,
+    worker_argv,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("KEEL_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -120,47 +128,14 @@ class LiveService:
             check=True,
             capture_output=True,
         )
-        self._spawn(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-        )
+        self._spawn("api", api_argv("127.0.0.1", self.port))
         self.start_worker()
-        self._spawn("reaper", [sys.executable, "-m", "worker.reaper"])
+        self._spawn("reaper", reaper_argv())
         self._wait_ready()
         return self
 
     def start_worker(self, name: str = "worker") -> None:
-        self._spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                "gpu",
-                "-c",
-                "1",
-                "--pool",
-                "prefork",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            ],
-        )
+        self._spawn(name, worker_argv(1, f"{name}-{uuid.uuid4().hex[:6]}@%h"))
 
     def kill(self, name: str) -> None:
         """SIGKILL a process and its children (the Celery pool child too): a hard crash."""
