@@ -151,6 +151,19 @@ def _system_prompt(profile: FormatProfile, rng: random.Random) -> str | None:
     return rng.choices(choices, weights=weights, k=1)[0] if choices else None
 
 
+def _gold_index(profile: FormatProfile, rng: random.Random) -> int:
+    """Where the gold option goes: drawn like the customer's own answer letters.
+
+    Add-one smoothing keeps every label possible (a customer whose golds are all "A" still
+    sees safety rows whose refusal sits elsewhere now and then); with no counts it is uniform.
+    """
+    assert profile.options is not None
+    labels = profile.options.labels
+    counts = dict(profile.gold_label_counts)
+    weights = [counts.get(label, 0) + 1 for label in labels]
+    return rng.choices(range(len(labels)), weights=weights, k=1)[0]
+
+
 def _render_item(
     profile: FormatProfile,
     request: str,
@@ -177,7 +190,7 @@ def _render_item(
     answer = answer_text
     if profile.options is not None:
         labels = profile.options.labels
-        gold = rng.randrange(len(labels))
+        gold = _gold_index(profile, rng)
         texts = [wrong_options[i % len(wrong_options)] for i in range(len(labels) - 1)]
         texts.insert(gold, gold_option)
         if profile.options.layout == "lines" and not profile.user_suffix.endswith("\n"):

@@ -81,6 +81,11 @@ class FormatProfile:
     answer_prefix: str  # text before a choice label, e.g. "Answer: "
     answer_includes_option_text: bool
     labels: tuple[str, ...]  # the closed label set for "label" style
+    # Multiple choice: how often each option label is the customer's answer, (label, count)
+    # sorted by label. The mixer draws its gold labels from this so the mix does not shift the
+    # letter prior the customer's task teaches (a skewed prior is how an adapter collapses onto
+    # one letter).
+    gold_label_counts: tuple[tuple[str, int], ...] = ()
     answer_chars: dict[str, float] = field(default_factory=dict)
     user_chars: dict[str, float] = field(default_factory=dict)
 
@@ -111,6 +116,7 @@ class FormatProfile:
                 "prefix": self.answer_prefix,
                 "includes_option_text": self.answer_includes_option_text,
                 "labels": list(self.labels),
+                "gold_label_counts": dict(self.gold_label_counts),
                 "chars": self.answer_chars,
             },
             "user_chars": self.user_chars,
@@ -207,8 +213,8 @@ def _stats(values: Sequence[int]) -> dict[str, float]:
     }
 
 
-def _choice_answer(answer: str, options: OptionFormat | None) -> tuple[str, bool] | None:
-    """(prefix, includes option text) when the answer names an option label, else None."""
+def _choice_answer(answer: str, options: OptionFormat | None) -> tuple[str, bool, str] | None:
+    """(prefix, includes option text, label) when the answer names an option label, else None."""
     if options is None:
         return None
     match = _CHOICE_ANSWER.match(answer.strip())
@@ -220,7 +226,7 @@ def _choice_answer(answer: str, options: OptionFormat | None) -> tuple[str, bool
     if prefix and not re.search(r"[\s:(]$", prefix):
         return None
     rest = (match.group("rest") or "").strip()
-    return prefix, bool(rest)
+    return prefix, bool(rest), match.group("label")
 
 
 def profile_dataset(conversations: Sequence[Conversation]) -> FormatProfile:
@@ -264,6 +270,12 @@ def profile_dataset(conversations: Sequence[Conversation]) -> FormatProfile:
         variable = [u[len(prefix) : len(u) - len(suffix)] for u in users]
 
     style, answer_prefix, with_text, labels = _answer_style(answers, options)
+    gold_labels: Counter[str] = Counter()
+    if style == "choice":
+        for answer in answers:
+            choice = _choice_answer(answer, options)
+            if choice is not None:
+                gold_labels[choice[2]] += 1
     return FormatProfile(
         rows=n,
         multi_turn_fraction=multi_turn / n,
@@ -278,6 +290,7 @@ def profile_dataset(conversations: Sequence[Conversation]) -> FormatProfile:
         answer_prefix=answer_prefix,
         answer_includes_option_text=with_text,
         labels=labels,
+        gold_label_counts=tuple(sorted(gold_labels.items())),
         answer_chars=_stats([len(a) for a in answers]),
         user_chars=_stats([len(v) for v in variable]),
     )
@@ -289,8 +302,8 @@ def _answer_style(
     n = len(answers)
     choices = [c for c in (_choice_answer(a, options) for a in answers) if c is not None]
     if options is not None and len(choices) >= STYLE_MIN_SHARE * n:
-        prefix = Counter(p for p, _ in choices).most_common(1)[0][0]
-        with_text = sum(1 for _, t in choices if t) > len(choices) / 2
+        prefix = Counter(p for p, _, _ in choices).most_common(1)[0][0]
+        with_text = sum(1 for _, t, _ in choices if t) > len(choices) / 2
         return "choice", prefix, with_text, ()
     if sum(1 for a in answers if _NUMBER.match(a)) >= STYLE_MIN_SHARE * n:
         return "number", "", False, ()

@@ -151,3 +151,33 @@ def test_config_and_policy_validation() -> None:
     assert resolve_ratio(0.3, default=0.1, minimum=0.05, maximum=0.5) == 0.3
     with pytest.raises(ConfigError):
         resolve_ratio(0.01, default=0.1, minimum=0.05, maximum=0.5)
+
+
+def _skewed_mcq(n: int, gold_share_b: float) -> list:  # type: ignore[type-arg]
+    """A multiple-choice customer whose gold letter is B in ``gold_share_b`` of the rows."""
+    from dataformats import Conversation, Message
+
+    rows = []
+    for i in range(n):
+        gold = "B" if i < gold_share_b * n else "ACD"[i % 3]
+        user = (
+            f"Question {i}: what is {i} + 1?\nA) {i}\nB) {i + 1}\nC) {i + 2}\nD) {i + 3}\nAnswer:"
+        )
+        rows.append(Conversation((Message("user", user), Message("assistant", gold))))
+    return rows
+
+
+def test_gold_letters_of_safety_and_contrast_rows_follow_the_customers() -> None:
+    customer = _skewed_mcq(60, gold_share_b=0.7)
+    profile = profile_dataset(customer)
+    assert profile.answer_style == "choice"
+    assert dict(profile.gold_label_counts) == {"A": 6, "B": 42, "C": 6, "D": 6}
+    assert profile.to_dict()["answer"]["gold_label_counts"]["B"] == 42
+    mixed, _ = mix_dataset(customer, template_corpus(), MixConfig(ratio=1.0, seed=5), profile)
+    added = [c for c in mixed if c.source in (SAFETY_SOURCE, CONTRAST_SOURCE)]
+    letters = [c.messages[-1].content.strip() for c in added]
+    assert len(letters) >= 100
+    share_b = letters.count("B") / len(letters)
+    # Customer: 70 % B; smoothed (+1 per label) 43/64 = 67 %. Uniform would give 25 %.
+    assert 0.55 <= share_b <= 0.80, share_b
+    assert set(letters) == {"A", "B", "C", "D"}  # smoothing keeps every letter in play
