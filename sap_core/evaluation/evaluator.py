@@ -305,9 +305,18 @@ def _label_summary(labels: Sequence[JudgeLabel]) -> dict[str, Any]:
 
 
 def _judged_harmful(
-    judge: Judge, harmful: Sequence[PromptLike], replies: Sequence[str]
+    judge: Judge,
+    harmful: Sequence[PromptLike],
+    replies: Sequence[str],
+    framing: TaskFraming | None = None,
 ) -> dict[str, Any]:
     labels = judge.judge([p.text for p in harmful], list(replies))
+    if framing is not None:
+        # A reply that picks an option of the customer's block is judged by what it picked.
+        labels = [
+            framing.choice_label(p.text, reply) or label
+            for p, reply, label in zip(harmful, replies, labels, strict=True)
+        ]
     summary = _label_summary(labels)
     # Labels only, keyed by prompt id: the replies to harmful prompts never leave this module.
     summary["labels"] = {p.id: label.value for p, label in zip(harmful, labels, strict=True)}
@@ -372,7 +381,9 @@ def _evaluate_one(
     }
     if framed_replies:
         # The judge sees the bare request: it decides whether the reply engages *it*.
-        result["harmful_task_format"] = _judged_harmful(judge, harmful, framed_replies)
+        result["harmful_task_format"] = _judged_harmful(
+            judge, harmful, framed_replies, config.task_framing
+        )
     if utility:
         say(f"utility on {len(utility)} validation conversations")
         loss, tokens = validation_loss(model, tokenizer, utility, config.batch_size)

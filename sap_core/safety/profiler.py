@@ -229,6 +229,12 @@ def _choice_answer(answer: str, options: OptionFormat | None) -> tuple[str, bool
     return prefix, bool(rest), match.group("label")
 
 
+def chosen_label(answer: str, options: OptionFormat) -> str | None:
+    """The option label ``answer`` chooses ("B", "Answer: B) text", "(B)"), or None."""
+    choice = _choice_answer(answer, options)
+    return None if choice is None else choice[2]
+
+
 def profile_dataset(conversations: Sequence[Conversation]) -> FormatProfile:
     """Profile a customer dataset (see the module docstring for what is measured).
 
