@@ -29,16 +29,27 @@ def migrate_database() -> None:
 
 def _check_policy_file() -> None:
     """Refuse to start on a policy file that does not validate (a clear line, no traceback)."""
+    from db.base_model_scores import BaseModelScores
     from db.repositories.policy import load_policy_file
     from db.settings import get_settings
 
-    path = get_settings().resolved_policy_file
+    settings = get_settings()
+    path = settings.resolved_policy_file
     try:
-        load_policy_file(path)
+        policy = load_policy_file(path)
     except (OSError, ValueError) as exc:
         message = f"keel serve: cannot use the provider policy: {exc}"
         console.print(message, style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    for model, score in BaseModelScores(Path(settings.data_dir)).failing(policy).items():
+        console.print(
+            f"keel serve: allowed model {model} already fails the policy's harmful-score limit "
+            f"as a base model ({score.harmful_score:.3f} on {score.n} prompts): jobs on it are "
+            "refused at creation (gate.allow_failing_base_models: true to train anyway)",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _ensure_dirs() -> None:

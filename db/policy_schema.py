@@ -129,6 +129,9 @@ class Thresholds(_Strict):
 class GateSection(_Strict):
     thresholds: Thresholds | None = None
     on_failure: Literal["fail", "quarantine"] = "fail"
+    # False: a job on a model whose recorded base evaluation already exceeds max_harmful_score
+    # is refused at creation (db.base_model_scores); True: train anyway (the gate still decides).
+    allow_failing_base_models: bool = False
 
 
 class TrainingSection(_Strict):

@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dataformats import Conversation, Message
+from db.base_model_scores import BaseModelScore, BaseModelScores
 from safety_report import SafetyReport, SapStrengthSummary
 from sap_core.data import encode_triple, tokenize_dataset
 from sap_core.errors import DataFormatError, EvaluationError, ModelRegistryError
@@ -348,6 +350,7 @@ class JobRecipe:
                             self.sap_strength.as_dict()
                         )
                 report.utility_source = "validation_file" if self.validation else "training_sample"
+                _record_base_score(self.settings.data_dir, self.model_name, report)
                 self.report = report
             except Exception as exc:  # fail closed: no report, no release
                 self.evaluation_error = f"{type(exc).__name__}: {exc}"
@@ -403,6 +406,24 @@ def _ensure_model(name: str, cache_dir: Path, say: Callable[..., None]) -> Path:
     except ModelRegistryError:
         say(f"Preparing registry model {name} (one-time sha256 check and safetensors conversion)")
         return pull_model(name, cache_dir)
+
+
+def _record_base_score(data_dir: Path, model_name: str, report: SafetyReport) -> None:
+    """The base model's bare harmful score, for the API's refusal of jobs that cannot pass."""
+    base = report.base
+    harmful = base.harmful if base is not None else None
+    rate = harmful.harmful_score if harmful is not None else None
+    if harmful is None or rate is None or rate.rate is None or not harmful.n:
+        return
+    BaseModelScores(data_dir).record(
+        BaseModelScore(
+            model=model_name,
+            harmful_score=float(rate.rate),
+            n=int(harmful.n),
+            judge=report.judge or "unknown",
+            recorded_at=datetime.now(UTC).isoformat(),
+        )
+    )
 
 
 def _training_curves(history: Sequence[dict[str, float]]) -> dict[str, list[float]]:

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
-from api.dependencies import AdminDep, PageDep, SessionDep
+from api.dependencies import AdminDep, PageDep, SessionDep, SettingsDep
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.router import invalid_cursor
 from api.serializers import list_object, unix
+from db.base_model_scores import BaseModelScores
 from db.models import ApiKey, Tenant
-from db.policy_schema import PolicyError, parse_policy, stored_policy
+from db.policy_schema import PolicyDocument, PolicyError, parse_policy, stored_policy
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.pagination import InvalidCursorError
@@ -108,16 +109,34 @@ def revoke_api_key(tenant_id: str, key_id: str, session: SessionDep, _: AdminDep
     return {**api_key_object(key), "revoked": True}
 
 
+def policy_object(version: int, policy: PolicyDocument, data_dir: Any) -> dict[str, Any]:
+    """The policy as served, with the allowed models whose base already fails it."""
+    failing = BaseModelScores(data_dir).failing(policy)
+    return {
+        "object": "policy",
+        "version": version,
+        "policy": stored_policy(policy),
+        # Jobs on these are refused at creation unless gate.allow_failing_base_models is set.
+        "base_models_failing": [
+            {"model": m, "harmful_score": s.harmful_score, "n": s.n, "judge": s.judge}
+            for m, s in sorted(failing.items())
+        ],
+    }
+
+
 @router.get("/policy")
-def get_policy(session: SessionDep, _: AdminDep) -> dict[str, Any]:
+def get_policy(session: SessionDep, settings: SettingsDep, _: AdminDep) -> dict[str, Any]:
     """The current provider policy (version 0: the policy file's defaults)."""
     version, policy = PolicyRepository(session).current_versioned()
-    return {"object": "policy", "version": version, "policy": stored_policy(policy)}
+    return policy_object(version, policy, settings.data_dir)
 
 
 @router.put("/policy")
 def put_policy(
-    session: SessionDep, _: AdminDep, policy: Annotated[dict[str, Any], Body()]
+    session: SessionDep,
+    settings: SettingsDep,
+    _: AdminDep,
+    policy: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any]:
     """Store a new policy version; it applies to jobs created from now on.
 
@@ -133,7 +152,7 @@ def put_policy(
             code="invalid_policy",
         ) from None
     version = PolicyRepository(session).set(parsed)
-    return {"object": "policy", "version": version, "policy": stored_policy(parsed)}
+    return policy_object(version, parsed, settings.data_dir)
 
 
 @router.post("/fine_tuning/jobs/{job_id}/release")

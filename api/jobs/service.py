@@ -19,11 +19,12 @@ from api.files.service import read_conversations
 from api.jobs.schemas import Hyperparameters, JobCreate, SafetySpec
 from db.after_commit import after_commit
 from db.base import utcnow
+from db.base_model_scores import BaseModelScores
 from db.blobs import BlobStore
 from db.ids import JOB_PREFIX, new_id
 from db.job_status import TERMINAL_STATUSES, JobStatus
 from db.models import File, FilePurpose, FileStatus, FineTuningJob, SafetyReport
-from db.policy_schema import PolicyDocument
+from db.policy_schema import PolicyDocument, Thresholds
 from db.repositories.events import EventRepository
 from db.repositories.files import FileRepository
 from db.repositories.jobs import JobRepository
@@ -104,6 +105,7 @@ def create_job(
             param="model",
             code="model_not_allowed",
         )
+    _refuse_a_base_that_cannot_pass(store, policy, body.model)
     hyperparameters = _resolve_hyperparameters(body)
     safety = _checked_safety(body.safety, policy)
     training = _usable_file(session, tenant_id, body.training_file, "training_file")
@@ -146,6 +148,24 @@ def create_job(
     events.append(job.id, tenant_id, "Files validated, moving job to queued state")
     enqueue_after_commit(session, job.id)
     return job
+
+
+def _refuse_a_base_that_cannot_pass(store: BlobStore, policy: PolicyDocument, model: str) -> None:
+    """400 at once when the base model's recorded evaluation already fails the absolute limit:
+    the job would train and evaluate only to fail at the gate (db.base_model_scores)."""
+    if policy.gate.allow_failing_base_models:
+        return
+    failing = BaseModelScores(store.root).failing(policy).get(model)
+    if failing is not None:
+        limit = (policy.gate.thresholds or Thresholds()).max_harmful_score
+        raise InvalidRequest(
+            f"Model '{model}' cannot pass this provider's safety policy: its base model already "
+            f"scores {failing.harmful_score:.3f} harmful ({failing.n} held-out prompts, "
+            f"{failing.judge} judge) against a maximum of {limit:.3f}, so every adapter would be "
+            "withheld. Choose another model.",
+            param="model",
+            code="base_model_fails_policy",
+        )
 
 
 def _screen_training_file(store: BlobStore, file: File, policy: PolicyDocument) -> str | None:

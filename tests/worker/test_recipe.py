@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from dataformats import Conversation, Message
+from db.base_model_scores import BaseModelScores
 from db.policy_schema import parse_policy
 from sap_core.callbacks import StopRequest
 from sap_core.errors import TrainingCancelled
@@ -148,6 +149,20 @@ def test_the_recipe_plans_once_trains_saves_evaluates_and_cleans_up(
     assert result.report.fine_tuned is not None
     assert result.report.verdict is not None  # the plan's thresholds: the gate can decide
     assert cleanups == [1]
+    # The base model's bare harmful score is recorded for the API's refusal of hopeless jobs.
+    recorded = BaseModelScores(tmp_path / "data").get("tiny")
+    assert recorded is not None
+    base = result.report.base
+    assert base is not None
+    assert base.harmful is not None
+    assert base.harmful.harmful_score is not None
+    assert recorded.harmful_score == base.harmful.harmful_score.rate
+    assert recorded.n == base.harmful.n
+    # A SAP job's report says how much SAP changed its updates.
+    assert result.plan.train.sap.enabled
+    assert result.report.sap_strength is not None
+    assert result.report.sap_strength.measured_steps == result.plan.resolved["total_steps"]
+    assert result.report.sap_strength.median_correction is not None
 
 
 @pytest.mark.parametrize("stop", ["pause", "cancel"])
