@@ -148,8 +148,8 @@ def _print_report(stored: SafetyReport | Mapping[str, Any]) -> None:
     strength = report.sap_strength
     if strength is not None and strength.median_correction is not None:
         console.print(
-            f"SAP strength: the probe was {strength.median_probe_rel_norm or 0:.2%} of the residual "
-            f"norm and changed the weight updates by {strength.median_correction:.2%} "
+            f"SAP strength: the probe was {strength.median_probe_rel_norm or 0:.2%} of the "
+            f"residual norm and changed the weight updates by {strength.median_correction:.2%} "
             f"(median of {strength.measured_steps} steps; floor {strength.floor or 0:.0%})"
             + (" — BELOW THE FLOOR" if strength.below_floor else "")
         )
