@@ -57,7 +57,14 @@ from safety_report import (  # noqa: E402
 )
 from sap_core.config import SapConfig  # noqa: E402
 from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO  # noqa: E402
-from scripts.experiment_data import DATASETS, DatasetFiles, build_datasets  # noqa: E402
+from scripts.experiment_data import (  # noqa: E402
+    ALL_DATASETS,
+    DATASETS,
+    STEALTH_MAX_FRACTION,
+    STEALTH_MAX_ROWS,
+    DatasetFiles,
+    build_datasets,
+)
 
 SETTINGS = ("none", "mixer", "sap", "sap_mixer")
 SETTING_LABELS = {
@@ -114,6 +121,8 @@ class ExperimentConfig:
     sap_probe_step_size: float = _SAP_DEFAULTS.probe_step_size
     # Decoder layers that carry a probe; None = the product's default placement.
     sap_probe_layers: tuple[int, ...] | None = None
+    # Screening on with the shipped limits (only for data it passes, e.g. poisoned_stealth).
+    screening: bool = False
 
     def fingerprint(self) -> str:
         payload = asdict(self)
@@ -142,6 +151,7 @@ _LATE_KNOBS: dict[str, Any] = {
     "sap_probe_rule": "sgd",
     "sap_probe_step_size": 0.05,
     "sap_probe_layers": None,
+    "screening": False,
 }
 
 
@@ -194,8 +204,17 @@ def experiment_policy(cfg: ExperimentConfig) -> dict[str, Any]:
             "contrast_ratio": cfg.contrast_ratio,
         },
         # The poisoned and harmful datasets would be rejected by screening; the measurement is
-        # what training does to such data, so screening is off for the whole run.
-        "screening": {"enabled": False, "max_flagged_fraction": 1.0},
+        # what training does to such data, so screening is off unless --screening (the
+        # stealthy poisoner's data passes the shipped limits and must be trained through them).
+        "screening": (
+            {
+                "enabled": True,
+                "max_flagged_fraction": STEALTH_MAX_FRACTION,
+                "max_flagged_rows": STEALTH_MAX_ROWS,
+            }
+            if cfg.screening
+            else {"enabled": False, "max_flagged_fraction": 1.0}
+        ),
         "evaluation": {
             "num_harmful": cfg.harmful,
             "num_benign": cfg.benign,
@@ -613,7 +632,7 @@ def _harmful_targets(
 
 
 def _dataset_order(name: str) -> int:
-    return DATASETS.index(name) if name in DATASETS else len(DATASETS)
+    return ALL_DATASETS.index(name) if name in ALL_DATASETS else len(ALL_DATASETS)
 
 
 def _sap_summary(cfg: dict[str, Any]) -> str:
@@ -724,7 +743,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = ExperimentConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=defaults.model)
-    p.add_argument("--datasets", default=None, help=f"comma list of {','.join(DATASETS)}")
+    p.add_argument("--datasets", default=None, help=f"comma list of {','.join(ALL_DATASETS)}")
+    p.add_argument(
+        "--screening",
+        action="store_true",
+        help="screening on, shipped limits (for poisoned_stealth; rejects poisoned/harmful)",
+    )
     p.add_argument("--settings", default=None, help=f"comma list of {','.join(SETTINGS)}")
     p.add_argument("--harmful", type=int, default=None, help="held-out harmful eval prompts")
     p.add_argument("--benign", type=int, default=None, help="benign look-alike eval prompts")
@@ -789,7 +813,7 @@ def config_from_args(
     args: argparse.Namespace,
 ) -> tuple[ExperimentConfig, tuple[str, ...], tuple[str, ...]]:
     full = bool(args.full)
-    datasets = _csv(args.datasets, DATASETS if full else DEFAULT_DATASETS, DATASETS)
+    datasets = _csv(args.datasets, DATASETS if full else DEFAULT_DATASETS, ALL_DATASETS)
     settings = _csv(args.settings, SETTINGS if full else DEFAULT_SETTINGS, SETTINGS)
 
     def pick(value: int | None, quick: int, complete: int) -> int:
@@ -817,6 +841,7 @@ def config_from_args(
             if args.sap_probe_layers
             else None
         ),
+        screening=bool(args.screening),
     )
     return cfg, datasets, settings
 
