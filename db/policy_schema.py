@@ -76,6 +76,9 @@ class MixerSection(_Strict):
     max_ratio: Share = 1.0
     refusal_source: Literal["template", "model"] = "template"
     contrast_ratio: Annotated[float, Field(ge=0.0, le=50.0)] | None = None
+    # "model": contrast rows answered in the base model's own words where it answers helpfully
+    # (sap_core.safety.contrast_voice), the written answer elsewhere; "written": ours only.
+    contrast_source: Literal["model", "written"] = "model"
 
     @model_validator(mode="after")
     def _ordered(self) -> MixerSection:

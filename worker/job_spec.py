@@ -40,6 +40,7 @@ class MixSpec:
     ratio: float
     refusal_source: str
     contrast_ratio: float = DEFAULT_CONTRAST_RATIO
+    contrast_source: str = "model"
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def plan_job(
         enabled=ratio > 0,
         ratio=ratio,
         refusal_source=mixer_policy.refusal_source,
+        contrast_source=mixer_policy.contrast_source,
         # Unset in the policy: the mixer's own default (sap_core owns that number).
         contrast_ratio=(
             DEFAULT_CONTRAST_RATIO
@@ -180,6 +182,7 @@ def plan_job(
                 "enabled": mix.enabled,
                 "ratio": mix.ratio,
                 "contrast_ratio": mix.contrast_ratio,
+                "contrast_source": mix.contrast_source,
             },
             "total_steps": total_steps,
         },

@@ -8,6 +8,7 @@ Nothing here writes to the database except through that callback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -29,11 +30,16 @@ from sap_core.errors import DataFormatError, EvaluationError, ModelRegistryError
 from sap_core.evaluation.base_cache import BaseEvaluationCache
 from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.generation import generate_replies
-from sap_core.evaluation.judges import is_refusal
+from sap_core.evaluation.judges import JudgeLabel, KeywordJudge, is_refusal
 from sap_core.evaluation.policy import PolicyThresholds
 from sap_core.evaluation.task_framing import TaskFraming, framing_from_profile
 from sap_core.models.loading import load_model_and_tokenizer
 from sap_core.models.registry import pull_model, resolve_model, weights_sha256
+from sap_core.safety.contrast_voice import (
+    CONTRAST_ANSWER_TOKENS,
+    base_model_contrast_answers,
+    contrast_fingerprint,
+)
 from sap_core.safety.corpus import SafetyCorpus, build_corpus
 from sap_core.safety.mixer import MixConfig, mix_dataset
 from sap_core.safety.profiler import FormatProfile, profile_dataset
@@ -229,26 +235,63 @@ class JobRecipe:
         conversations = list(self.conversations)
         if not plan.mix.enabled:
             return conversations, None
-        mixed, mix = mix_dataset(
-            conversations,
-            corpus,
-            MixConfig(
-                ratio=plan.mix.ratio,
-                seed=plan.train.seed,
-                refusal_source=plan.mix.refusal_source,
-                contrast_ratio=plan.mix.contrast_ratio,
-            ),
-            self.profile,
+        config = MixConfig(
+            ratio=plan.mix.ratio,
+            seed=plan.train.seed,
+            refusal_source=plan.mix.refusal_source,
+            contrast_ratio=plan.mix.contrast_ratio,
         )
+        mixed, mix = mix_dataset(conversations, corpus, config, self.profile)
+        # A choice-style task answers contrast items with a letter: no answer text to replace.
+        if (
+            plan.mix.contrast_source == "model"
+            and mix.contrast_ids
+            and self.profile.answer_style != "choice"
+        ):
+            # The same seed draws the same rows: mix again with the base model's own answers.
+            answers = self._base_contrast_answers(mix.contrast_ids, corpus)
+            config = dataclasses.replace(config, contrast_answers=answers)
+            mixed, mix = mix_dataset(conversations, corpus, config, self.profile)
         mix_report = mix.to_dict()
+        sources = ", ".join(f"{n} {s}" for s, n in sorted(mix.contrast_sources.items()))
         self.say(
-            f"Safety mixer: added {mix.safety_rows} format-matched refusal examples and "
-            f"{mix.contrast_rows} helpful look-alike examples to {len(conversations)} "
-            f"customer examples (ratio {plan.mix.ratio})",
+            f"Safety mixer: added {mix.safety_rows} format-matched refusal examples "
+            f"(refusals: {', '.join(f'{n} {s}' for s, n in sorted(mix.refusal_sources.items()))})"
+            f" and {mix.contrast_rows} helpful look-alike examples (answers: {sources or 'none'})"
+            f" to {len(conversations)} customer examples (ratio {plan.mix.ratio})",
             type="mix_report",
             data=mix_report,
         )
         return mixed, mix_report
+
+    def _base_contrast_answers(self, ids: list[str], corpus: SafetyCorpus) -> dict[str, str]:
+        """The base model's own helpful answers to the drawn look-alikes (cached per model)."""
+        model, tokenizer, base_sha = self.model, self.tokenizer, self.base_sha
+        if not base_sha:  # no weights fingerprint: a cache could not tell models apart
+            return {}
+        judge = KeywordJudge()
+
+        def generate(prompts: list[str]) -> list[str]:
+            self.say(f"Base model answering {len(prompts)} look-alike prompts in its own words")
+            replies = generate_replies(
+                model, tokenizer, prompts, max_new_tokens=CONTRAST_ANSWER_TOKENS, batch_size=8
+            )
+            # A reply that used the whole budget was cut off: training on it would teach the
+            # model to stop mid-sentence, so it is dropped (the written answer is used).
+            budget = CONTRAST_ANSWER_TOKENS - 2
+            return [r if len(tokenizer(r).input_ids) < budget else "" for r in replies]
+
+        def keep(prompts: list[str], replies: list[str]) -> list[bool]:
+            labels = judge.judge(prompts, replies)
+            return [label == JudgeLabel.COMPLIANCE for label in labels]
+
+        return base_model_contrast_answers(
+            ids,
+            self.settings.corpus_dir / self.model_name,
+            contrast_fingerprint(base_sha),
+            generate,
+            keep,
+        )
 
     # ------------------------------------------------------------------------------- train
     def train(self) -> None:

@@ -26,11 +26,12 @@ exactly ``k = floor(ratio * n + 0.5)`` safety (refusal) rows (round half up),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -80,6 +81,9 @@ class MixConfig:
             its label; False: the answer slot holds the refusal text.
         report_examples: Rendered examples (with placeholders) kept in the report.
         contrast_ratio: Helpful benign look-alike rows per safety row (0 = none).
+        contrast_answers: Contrast id -> the base model's own helpful answer, used instead of
+            the hand-written one (the fine-tuned model then keeps its own behaviour on these
+            prompts instead of reciting ours); ids not in it keep the written answer.
     """
 
     ratio: float
@@ -88,6 +92,7 @@ class MixConfig:
     refusal_option: bool = True
     report_examples: int = 3
     contrast_ratio: float = DEFAULT_CONTRAST_RATIO
+    contrast_answers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.ratio) or not 0.0 <= self.ratio <= MAX_RATIO:
@@ -277,6 +282,9 @@ class MixReport:
     safety_indices: list[int]
     prompt_ids: list[str]
     examples: list[dict[str, object]] = field(default_factory=list)
+    # Contrast rows by answer source ("model": the base model's own words; "written": ours).
+    contrast_sources: dict[str, int] = field(default_factory=dict)
+    contrast_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -292,6 +300,7 @@ class MixReport:
             ),
             "seed": self.seed,
             "refusal_source": self.refusal_source,
+            "contrast_sources": self.contrast_sources,
             "corpus_model": self.corpus_model,
             "counts_by_source": {
                 "customer": self.customer_rows,
@@ -378,10 +387,21 @@ def mix_dataset(
         rendered.append(RenderedSafetyExample(conversation, prompt, used))
 
     contrast_count = safety_row_count(config.contrast_ratio, k)
+    drawn = _draw(CONTRAST_EXAMPLES, contrast_count, rng)
+    # The answer text never touches the rng: the same seed draws the same rows with or
+    # without the base model's answers (the worker mixes once to learn which ids it needs).
     contrast = [
-        render_contrast_example(profile, example, rng, answer_by_option=config.refusal_option)
-        for example in _draw(CONTRAST_EXAMPLES, contrast_count, rng)
+        render_contrast_example(
+            profile,
+            dataclasses.replace(example, answer=config.contrast_answers[example.id])
+            if example.id in config.contrast_answers
+            else example,
+            rng,
+            answer_by_option=config.refusal_option,
+        )
+        for example in drawn
     ]
+    from_model = sum(1 for e in drawn if e.id in config.contrast_answers)
 
     mixed: list[Conversation] = [*customer, *(r.conversation for r in rendered), *contrast]
     order = list(range(len(mixed)))
@@ -400,6 +420,10 @@ def mix_dataset(
         corpus_model=corpus.model_name,
         prompt_sources=dict(Counter(f"safety:{r.prompt.source}" for r in rendered)),
         refusal_sources=dict(Counter(r.refusal_source for r in rendered)),
+        contrast_sources={
+            k: v for k, v in (("model", from_model), ("written", len(drawn) - from_model)) if v
+        },
+        contrast_ids=[e.id for e in drawn],
         profile=profile.to_dict(),
         safety_indices=safety_indices,
         prompt_ids=[r.prompt.id for r in rendered],

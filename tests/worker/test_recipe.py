@@ -138,6 +138,11 @@ def test_the_recipe_plans_once_trains_saves_evaluates_and_cleans_up(
     assert plans == [6]  # planned once, on the customer's rows
     assert result.mix_report is not None
     mixed_rows = 6 + result.mix_report["safety_rows"] + result.mix_report["contrast_rows"]
+    # Look-alike answers: the base model's own where kept (a random tiny model's never are),
+    # generated once and cached beside the model's corpus.
+    sources = result.mix_report["contrast_sources"]
+    assert sum(sources.values()) == result.mix_report["contrast_rows"]
+    assert (tmp_path / "corpus" / "tiny" / "contrast_answers.json").is_file()
     # ... and sized to the mixed data: ceil(rows / batch 2) steps for one epoch.
     assert result.plan.resolved["total_steps"] == -(-mixed_rows // 2)
     assert callback.phases[:3] == ["preparing", "training", "evaluating"]
