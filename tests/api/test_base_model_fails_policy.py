@@ -8,20 +8,11 @@ from fastapi.testclient import TestClient
 
 from db.base_model_scores import BaseModelScore, BaseModelScores
 from tests.api.conftest import Customer
+from tests.api.test_jobs import upload_training_file
 from tests.fixtures.factories import chat_jsonl
 
 MODEL = "smollm2-135m-instruct"
 ADMIN = {"Authorization": "Bearer " + "test-admin-" + "k" * 32}
-
-
-def _upload(client: TestClient, who: Customer) -> str:
-    response = client.post(
-        "/v1/files",
-        headers=who.headers,
-        data={"purpose": "fine-tune"},
-        files={"file": ("t.jsonl", chat_jsonl(5))},
-    )
-    return str(response.json()["id"])
 
 
 def _policy(client: TestClient, **gate: object) -> dict:  # type: ignore[type-arg]
@@ -45,7 +36,7 @@ def _record(data_dir: Path, harmful: float) -> None:
 def test_a_base_that_already_fails_is_refused_in_seconds(
     client: TestClient, alice: Customer, data_dir: Path, enqueued: list[str]
 ) -> None:
-    training = _upload(client, alice)
+    training = upload_training_file(client, alice, chat_jsonl(5))
     assert _policy(client)["base_models_failing"] == []
     _record(data_dir, 0.6)  # what SmolLM2's base scored in the issue's job
     listed = client.get("/admin/v1/policy", headers=ADMIN).json()["base_models_failing"]
@@ -74,7 +65,7 @@ def test_a_base_that_already_fails_is_refused_in_seconds(
 def test_a_base_within_the_limit_and_torn_files_do_not_block(
     client: TestClient, alice: Customer, data_dir: Path
 ) -> None:
-    training = _upload(client, alice)
+    training = upload_training_file(client, alice, chat_jsonl(5))
     _policy(client)
     _record(data_dir, 0.38)
     body = {"model": MODEL, "training_file": training}

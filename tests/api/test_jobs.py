@@ -21,15 +21,28 @@ from tests.fixtures.factories import chat_jsonl, make_adapter_job, make_file, ma
 MODEL = "smollm2-135m-instruct"
 
 
-@pytest.fixture
-def training_file(client: TestClient, alice: Customer) -> str:
+def upload_training_file(client: TestClient, who: Customer, content: bytes) -> str:
     response = client.post(
         "/v1/files",
-        headers=alice.headers,
+        headers=who.headers,
         data={"purpose": "fine-tune"},
-        files={"file": ("t.jsonl", chat_jsonl(5))},
+        files={"file": ("t.jsonl", content)},
     )
     return str(response.json()["id"])
+
+
+@pytest.fixture
+def training_file(client: TestClient, alice: Customer) -> str:
+    return upload_training_file(client, alice, chat_jsonl(5))
+
+
+def _screening_policy(client: TestClient, **limits: float) -> None:
+    response = client.put(
+        "/admin/v1/policy",
+        headers={"Authorization": "Bearer " + "test-admin-" + "k" * 32},
+        json={"allowed_models": [MODEL], "screening": {"enabled": True, **limits}},
+    )
+    assert response.status_code == 200, response.text
 
 
 def _create(client: TestClient, who: Customer, **body: Any) -> Any:
@@ -153,14 +166,7 @@ def test_screening_flags_the_training_file(
     enqueued: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    client.put(
-        "/admin/v1/policy",
-        headers={"Authorization": "Bearer " + "test-admin-" + "k" * 32},
-        json={
-            "allowed_models": [MODEL],
-            "screening": {"enabled": True, "max_flagged_fraction": 0.05},
-        },
-    )
+    _screening_policy(client, max_flagged_fraction=0.05)
 
     def flag_all(conversations: Any) -> list[screening.ScreenResult]:
         return [
@@ -180,20 +186,8 @@ def test_screening_flags_the_training_file(
 def test_screening_row_cap_rejects_a_large_file_under_the_fraction(
     client: TestClient, alice: Customer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client.put(
-        "/admin/v1/policy",
-        headers={"Authorization": "Bearer " + "test-admin-" + "k" * 32},
-        json={
-            "allowed_models": [MODEL],
-            "screening": {"enabled": True, "max_flagged_fraction": 0.05, "max_flagged_rows": 10},
-        },
-    )
-    big = client.post(
-        "/v1/files",
-        headers=alice.headers,
-        data={"purpose": "fine-tune"},
-        files={"file": ("big.jsonl", chat_jsonl(300))},
-    ).json()["id"]
+    _screening_policy(client, max_flagged_fraction=0.05, max_flagged_rows=10)
+    big = upload_training_file(client, alice, chat_jsonl(300))
 
     def flag_every_25th(conversations: Any) -> list[screening.ScreenResult]:
         # 12 of 300 rows = 4 %: under the fraction limit, over the row cap.
