@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api.admin.router import router as admin_router
 from api.errors import register_error_handlers
 from api.files.router import router as files_router
 from api.health import router as health_router
+from api.input_guard import check_path_and_query
 from api.jobs.router import router as jobs_router
 from api.metrics import install_metrics
 from api.models.router import router as models_router
@@ -23,6 +24,8 @@ def create_app() -> FastAPI:
         title="Keel",
         summary="Safe fine-tuning as a service (OpenAI-compatible fine-tuning API).",
         version="0.1.0",
+        # Ahead of every route's own dependencies: no control byte in an id or a query reaches SQL.
+        dependencies=[Depends(check_path_and_query)],
     )
     app.state.settings = settings
     register_error_handlers(app)
