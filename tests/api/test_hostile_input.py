@@ -231,3 +231,28 @@ def test_purpose_form_field_with_nul_is_refused(client: TestClient, alice: Custo
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "purpose"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nests deeper than 32 levels"),
+        ('{"prompt": "x", "completion": ' + "7" * 5_000 + "}", "has an integer of 5000 digits"),
+    ],
+)
+def test_hostile_upload_lines_are_line_level_400s(
+    client: TestClient, alice: Customer, line: str, message: str
+) -> None:
+    content = chat_jsonl(2) + line.encode() + b"\n"
+    response = client.post(
+        "/v1/files",
+        headers=alice.headers,
+        data={"purpose": "fine-tune"},
+        files={"file": ("t.jsonl", content)},
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_file_format", "file")
+    [detail] = error["details"]
+    assert detail["line"] == 3
+    assert message in detail["message"]
