@@ -34,12 +34,21 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[KeelSettings, Depends(get_settings)]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, else None."""
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def _bearer(request: Request) -> str | None:
+    return bearer_token(request.headers.get("authorization"))
+
+
+def admin_token_ok(token: str | None, settings: KeelSettings) -> bool:
+    """Constant-time comparison of a presented token with the provider's admin key."""
+    return token is not None and hmac.compare_digest(token.encode(), settings.admin_key.encode())
 
 
 def current_tenant(request: Request, session: SessionDep) -> str:
@@ -54,8 +63,7 @@ TenantDep = Annotated[str, Depends(current_tenant)]
 
 
 def require_admin(request: Request, settings: SettingsDep) -> str:
-    token = _bearer(request)
-    if token is None or not hmac.compare_digest(token.encode(), settings.admin_key.encode()):
+    if not admin_token_ok(_bearer(request), settings):
         raise Unauthorized("Invalid or missing admin key.", code="invalid_admin_key")
     return "admin"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from api.admin.router import router as admin_router
+from api.body_limit import BodyLimitMiddleware
 from api.errors import register_error_handlers
 from api.files.router import router as files_router
 from api.health import router as health_router
@@ -30,6 +31,8 @@ def create_app() -> FastAPI:
     app.state.settings = settings
     register_error_handlers(app)
     install_metrics(app)
+    # Added last, so outermost: the cap applies before any other middleware touches the body.
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     for router in (health_router, files_router, jobs_router, models_router, admin_router):
         app.include_router(router)
     return app

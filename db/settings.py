@@ -30,6 +30,9 @@ class KeelSettings(BaseSettings):
     broker_url: str = "sqla+sqlite:///./var/broker.db"
     data_dir: Path = Path("./var")
     max_upload_bytes: int = 512 * 1024 * 1024
+    # JSON request bodies (job create, policy PUT, tenant create) are capped on the bytes
+    # received, before any parsing; uploads keep their own streamed cap above.
+    max_json_body_bytes: int = 1024 * 1024
     admin_key: str = "change-me-admin-key"
     policy_file: Path = Path("policy.yaml")
 
@@ -44,6 +47,8 @@ class KeelSettings(BaseSettings):
             )
         if self.max_upload_bytes <= 0:
             raise ValueError("KEEL_MAX_UPLOAD_BYTES must be positive")
+        if self.max_json_body_bytes <= 0:
+            raise ValueError("KEEL_MAX_JSON_BODY_BYTES must be positive")
         return self
 
     @property
