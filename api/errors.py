@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("keel.api")
@@ -173,6 +174,38 @@ def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# The database is down, restarting, unreachable, or its pool had no connection free within
+# pool_timeout: the request may succeed if retried, so 503 + Retry-After, not a 500.
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+RETRY_AFTER_SECONDS = 5
+
+
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The class names only: a driver message can carry the host and database name.
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    log.warning(
+        "database unavailable on %s %s (%s: %s)",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        cause,
+    )
+    return JSONResponse(
+        error_body(
+            "The database is unavailable; retry shortly.",
+            type="server_error",
+            code="database_unavailable",
+        ),
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
@@ -185,4 +218,6 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error_cls in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_cls, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled)
