@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dependencies import admin_token_ok, bearer_token
 from api.errors import error_body
-from db.settings import KeelSettings
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TENANT_PREFIX = "/v1/"
@@ -59,10 +58,10 @@ def _has_body(headers: Headers) -> bool:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, settings: KeelSettings) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, admin_key_hash: str) -> None:
         self.app = app
-        self.settings = settings
-        self.max_bytes = settings.max_json_body_bytes
+        self.max_bytes = max_bytes
+        self.admin_key_hash = admin_key_hash
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -106,7 +105,7 @@ class BodyLimitMiddleware:
 
     def _refuse_before_reading(self, path: str, headers: Headers) -> JSONResponse | None:
         token = bearer_token(headers.get("authorization"))
-        if path.startswith(ADMIN_PREFIX) and not admin_token_ok(token, self.settings):
+        if path.startswith(ADMIN_PREFIX) and not admin_token_ok(token, self.admin_key_hash):
             return _unauthorized("invalid_admin_key", "Invalid or missing admin key.")
         if path.startswith(TENANT_PREFIX) and token is None:
             return _unauthorized("invalid_api_key", "Invalid or missing API key.")

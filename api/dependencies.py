@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,6 +10,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api.errors import Unauthorized
+from db.admin_key import admin_key_matches
 from db.repositories.tenants import ApiKeyRepository
 from db.session import session_scope
 from db.settings import KeelSettings, get_settings
@@ -46,9 +46,9 @@ def _bearer(request: Request) -> str | None:
     return bearer_token(request.headers.get("authorization"))
 
 
-def admin_token_ok(token: str | None, settings: KeelSettings) -> bool:
-    """Constant-time comparison of a presented token with the provider's admin key."""
-    return token is not None and hmac.compare_digest(token.encode(), settings.admin_key.encode())
+def admin_token_ok(token: str | None, admin_key_hash: str) -> bool:
+    """Constant-time comparison of a presented token with the provider's admin key (hashed)."""
+    return admin_key_matches(token, admin_key_hash)
 
 
 def current_tenant(request: Request, session: SessionDep) -> str:
@@ -62,8 +62,9 @@ def current_tenant(request: Request, session: SessionDep) -> str:
 TenantDep = Annotated[str, Depends(current_tenant)]
 
 
-def require_admin(request: Request, settings: SettingsDep) -> str:
-    if not admin_token_ok(_bearer(request), settings):
+def require_admin(request: Request) -> str:
+    # Resolved once at start-up (db.admin_key): set, or generated in development.
+    if not admin_token_ok(_bearer(request), request.app.state.admin_key_hash):
         raise Unauthorized("Invalid or missing admin key.", code="invalid_admin_key")
     return "admin"
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
 from api.body_limit import BodyLimitMiddleware
-from db.settings import KeelSettings
+from db.admin_key import hash_admin_key
 from tests.api.conftest import Customer
 from tests.fixtures.db import TEST_ADMIN_KEY, TEST_MODEL
 
@@ -69,7 +69,7 @@ def _run(scope: Scope, chunks: list[bytes]) -> tuple[Recorder, InnerApp]:
     import asyncio
 
     inner = InnerApp()
-    middleware = BodyLimitMiddleware(inner, KeelSettings(admin_key=TEST_ADMIN_KEY))
+    middleware = BodyLimitMiddleware(inner, CAP, hash_admin_key(TEST_ADMIN_KEY))
     recorder = Recorder(chunks)
     asyncio.run(middleware(scope, recorder.receive, recorder.send))
     return recorder, inner
