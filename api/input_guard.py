@@ -33,10 +33,14 @@ MAX_JSON_NODES = 10_000
 
 
 def control_char_at(text: str, *, allow_whitespace: bool = False) -> int | None:
-    """Index of the first C0/C1 control character (or DEL) in ``text``, else None."""
+    """Index of the first C0/C1 control character, DEL or lone surrogate in ``text``, else None.
+
+    Lone surrogates (U+D800–U+DFFF) arrive through JSON escapes such as ``"\\ud800"``; they are
+    not encodable as UTF-8, so the database driver would fail on them (a 500) like on NUL.
+    """
     for index, ch in enumerate(text):
         code = ord(ch)
-        if code < 0x20 or 0x7F <= code <= 0x9F:
+        if code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF:
             if allow_whitespace and ch in TEXT_WHITESPACE:
                 continue
             return index
@@ -44,7 +48,10 @@ def control_char_at(text: str, *, allow_whitespace: bool = False) -> int | None:
 
 
 def _describe(text: str, index: int) -> str:
-    return f"must not contain control characters (U+{ord(text[index]):04X} at position {index})"
+    return (
+        "must not contain control characters or unpaired surrogates "
+        f"(U+{ord(text[index]):04X} at position {index})"
+    )
 
 
 # Before-validators: they run ahead of a field's own pattern / length constraints, so a NUL is

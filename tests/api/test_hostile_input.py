@@ -7,6 +7,7 @@ ids and names, metadata, free-form JSON, tenant names, the policy document and u
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -147,6 +148,37 @@ def test_control_bytes_in_job_create_body(
     response = client.post("/v1/fine_tuning/jobs", headers=alice.headers, json=body)
     _assert_invalid(response, param)
     assert session.scalar(select(func.count()).select_from(FineTuningJob)) == 0
+
+
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        ({"training_file": "file-\ud800"}, "training_file"),
+        ({"metadata": {"team": "\udfff"}}, "metadata.team"),
+        ({"integrations": [{"type": "\ud83d"}]}, "integrations.0"),
+    ],
+)
+def test_lone_surrogates_in_job_create_body(
+    client: TestClient, alice: Customer, patch: dict[str, Any], param: str
+) -> None:
+    """JSON escapes can smuggle unpaired surrogates, which are not UTF-8 and broke the driver."""
+    body = json.dumps({**_job_body("file-x"), **patch})  # ensure_ascii: sent as \udXXX escapes
+    assert "\\ud" in body
+    response = client.post(
+        "/v1/fine_tuning/jobs",
+        headers={**alice.headers, "Content-Type": "application/json"},
+        content=body.encode(),
+    )
+    _assert_invalid(response, param)
+
+
+def test_lone_surrogate_in_a_tenant_name(client: TestClient, admin_headers: dict[str, str]) -> None:
+    response = client.post(
+        "/admin/v1/tenants",
+        headers={**admin_headers, "Content-Type": "application/json"},
+        content=json.dumps({"name": "acme\ud800"}).encode(),
+    )
+    _assert_invalid(response, "name")
 
 
 def test_free_form_json_keeps_newlines_but_not_nul(client: TestClient, alice: Customer) -> None:
