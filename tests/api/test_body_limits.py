@@ -209,3 +209,34 @@ def test_policy_document_is_bounded(client: TestClient, admin_headers: dict[str,
     response = client.put("/admin/v1/policy", headers=admin_headers, json={"gate": deep})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "json_too_complex"
+
+
+@pytest.mark.parametrize(
+    ("path", "admin", "template"),
+    [
+        ("/v1/fine_tuning/jobs", False, '{{"model": "m", "training_file": "f", "seed": {n}}}'),
+        ("/admin/v1/policy", True, '{{"mixer": {{"min_ratio": {n}}}}}'),
+        ("/admin/v1/tenants", True, '{{"name": {n}}}'),
+    ],
+)
+def test_huge_integer_literals_in_json_bodies_are_400(
+    client: TestClient,
+    alice: Customer,
+    admin_headers: dict[str, str],
+    path: str,
+    admin: bool,
+    template: str,
+) -> None:
+    headers = admin_headers if admin else alice.headers
+    for digits in (40, 5_000):
+        body = template.format(n="9" * digits)
+        response = client.request(
+            "PUT" if path.endswith("policy") else "POST",
+            path,
+            headers={**headers, "Content-Type": "application/json"},
+            content=body.encode(),
+        )
+        assert response.status_code == 400, (digits, response.text)
+        assert "Traceback" not in response.text
+        if digits > 4_300:  # over CPython's int-conversion limit: the body does not decode
+            assert response.json()["error"]["code"] == "invalid_body"
