@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,6 +10,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api.errors import Unauthorized
+from db.admin_key import admin_key_matches
 from db.repositories.tenants import ApiKeyRepository
 from db.session import session_scope
 from db.settings import KeelSettings, get_settings
@@ -34,12 +34,21 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[KeelSettings, Depends(get_settings)]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, else None."""
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def _bearer(request: Request) -> str | None:
+    return bearer_token(request.headers.get("authorization"))
+
+
+def admin_token_ok(token: str | None, admin_key_hash: str) -> bool:
+    """Constant-time comparison of a presented token with the provider's admin key (hashed)."""
+    return admin_key_matches(token, admin_key_hash)
 
 
 def current_tenant(request: Request, session: SessionDep) -> str:
@@ -53,9 +62,9 @@ def current_tenant(request: Request, session: SessionDep) -> str:
 TenantDep = Annotated[str, Depends(current_tenant)]
 
 
-def require_admin(request: Request, settings: SettingsDep) -> str:
-    token = _bearer(request)
-    if token is None or not hmac.compare_digest(token.encode(), settings.admin_key.encode()):
+def require_admin(request: Request) -> str:
+    # Resolved once at start-up (db.admin_key): set, or generated in development.
+    if not admin_token_ok(_bearer(request), request.app.state.admin_key_hash):
         raise Unauthorized("Invalid or missing admin key.", code="invalid_admin_key")
     return "admin"
 

@@ -7,11 +7,13 @@ stack trace in the body.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("keel.api")
@@ -103,8 +105,12 @@ _LOC_SOURCES = frozenset({"body", "query", "path", "header", "form"})
 _UNION_MEMBER_TAGS = frozenset({"int", "float", "str", "bool", "dict", "list", "none"})
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _param_name(loc: tuple[Any, ...]) -> str:
     # Union members add tags such as "literal['auto']" or "int" to the location: drop them.
+    # So is a dict key holding control characters (the hostile key is never echoed as a name).
     parts = [
         str(p)
         for p in loc
@@ -112,8 +118,21 @@ def _param_name(loc: tuple[Any, ...]) -> str:
         and "[" not in str(p)
         and str(p) not in _UNION_MEMBER_TAGS
         and not str(p).startswith("constrained-")
+        and not _CONTROL.search(str(p))
     ]
     return ".".join(parts) or "body"
+
+
+# pydantic error types that get their own stable code (the rest are "invalid_value").
+_VALIDATION_CODES = {
+    "extra_forbidden": "unknown_field",
+    "missing": "missing_required_parameter",
+    # api.input_guard: control characters, free-form JSON too deep or too large.
+    "invalid_characters": "invalid_characters",
+    "json_too_complex": "json_too_complex",
+    # A list or dict over its max_length in a request schema.
+    "too_long": "too_many_items",
+}
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -128,9 +147,7 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     first = (informative or errors or [{}])[0]
     param = _param_name(tuple(first.get("loc", ()))) if errors else None
     kind = str(first.get("type", ""))
-    code = {"extra_forbidden": "unknown_field", "missing": "missing_required_parameter"}.get(
-        kind, "invalid_value"
-    )
+    code = _VALIDATION_CODES.get(kind, "invalid_value")
     message = f"Invalid parameter '{param}': {first.get('msg', 'invalid value')}"
     if kind == "extra_forbidden":
         message = f"Unknown parameter: '{param}'."
@@ -144,12 +161,48 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    # 400 here is FastAPI's "There was an error parsing the body" (e.g. nesting too deep for
+    # the JSON decoder).
+    code = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code, "http_error"
+    )
     message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
     return JSONResponse(
         error_body(message, type="invalid_request_error", code=code),
         status_code=exc.status_code,
         headers=getattr(exc, "headers", None),
+    )
+
+
+# The database is down, restarting, unreachable, or its pool had no connection free within
+# pool_timeout: the request may succeed if retried, so 503 + Retry-After, not a 500.
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+RETRY_AFTER_SECONDS = 5
+
+
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The class names only: a driver message can carry the host and database name.
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    log.warning(
+        "database unavailable on %s %s (%s: %s)",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        cause,
+    )
+    return JSONResponse(
+        error_body(
+            "The database is unavailable; retry shortly.",
+            type="server_error",
+            code="database_unavailable",
+        ),
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
@@ -165,4 +218,6 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error_cls in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_cls, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled)

@@ -1,11 +1,19 @@
-"""/metrics (Prometheus): request counts and latency per route template, jobs by status."""
+"""/metrics (Prometheus): request counts and latency per route template, jobs by status.
+
+Guarded by its own bearer token (KEEL_METRICS_TOKEN), separate from tenant and admin keys so a
+scraper holds no power over the API. Unset: open outside production (a local install), and 403
+``metrics_token_required`` in production — the chosen fail-closed default, rather than a second
+listener bound to an internal port, because one port is what `keel serve` and the compose file
+expose and a scraper can send a header.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,9 +24,12 @@ from prometheus_client import (
     generate_latest,
 )
 
+from api.dependencies import bearer_token
+from api.errors import Forbidden, Unauthorized
 from db.job_status import JobStatus
 from db.repositories.jobs import JobRepository
 from db.session import session_scope
+from db.settings import Environment, KeelSettings
 
 
 class ApiMetrics:
@@ -49,6 +60,21 @@ def _route_template(request: Request) -> str:
     return str(getattr(route, "path", "unmatched"))
 
 
+def require_metrics_token(request: Request) -> None:
+    settings: KeelSettings = request.app.state.settings
+    expected = settings.metrics_token
+    if not expected:
+        if settings.env == Environment.PRODUCTION:
+            raise Forbidden(
+                "/metrics is disabled: set KEEL_METRICS_TOKEN to scrape it.",
+                code="metrics_token_required",
+            )
+        return
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized("Invalid or missing metrics token.", code="invalid_metrics_token")
+
+
 def install_metrics(app: FastAPI) -> None:
     metrics = ApiMetrics()
     app.state.metrics = metrics
@@ -74,7 +100,7 @@ def install_metrics(app: FastAPI) -> None:
         with session_scope() as session:
             return JobRepository(session).count_by_status()
 
-    @router.get("/metrics")
+    @router.get("/metrics", dependencies=[Depends(require_metrics_token)])
     async def metrics_endpoint() -> Response:
         """Prometheus metrics."""
         counts = await run_in_threadpool(_job_counts)

@@ -15,6 +15,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.errors import AppError, InvalidRequest, PayloadTooLarge
+from api.input_guard import INVALID_CHARACTERS, control_char_at
 from db.blobs import BlobStore, BlobTooLargeError, BlobWriter
 
 # Room for the multipart framing and the small text fields around the file part.
@@ -34,7 +35,18 @@ class ReceivedUpload:
 
 
 def sanitize_filename(raw: str) -> str:
-    """Keep a display name only: no directories, no control characters, ≤255 characters."""
+    """Keep a display name only: no directories, no format characters, ≤255 characters.
+
+    A control byte (NUL, ESC, …) is refused rather than dropped: it is never part of a real
+    file name, and refusing it keeps one rule for every text the API stores. Invisible format
+    characters (bidi overrides) are dropped so the stored name displays as what it is.
+    """
+    if control_char_at(raw) is not None:
+        raise InvalidRequest(
+            "Invalid parameter 'filename': must not contain control characters.",
+            param="filename",
+            code=INVALID_CHARACTERS,
+        )
     name = re.split(r"[\\/]", raw)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
     name = name.lstrip(".") or "upload.jsonl"

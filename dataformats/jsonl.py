@@ -7,6 +7,7 @@ customer can fix a 10,000-line file in one pass instead of one error at a time.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,6 +16,16 @@ from dataformats.conversation import Conversation, Message
 
 MAX_REPORTED_ERRORS = 100
 ROLES = ("system", "user", "assistant")
+# A training row nests 3 deep ({"messages": [{...}]}); 32 leaves room for any honest row while
+# keeping the C decoder far from the interpreter's recursion limit (a 100,000-deep line raised
+# RecursionError, a 500).
+MAX_JSON_DEPTH = 32
+# No field of a row is a large integer (weights are 0/1). CPython refuses to convert integer
+# literals over 4,300 digits with a ValueError (a 500 before this limit), and conversion is
+# quadratic below that.
+MAX_INT_DIGITS = 32
+# Strings (C-speed match, escapes included) or single brackets: the depth scan's tokens.
+_DEPTH_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 class DatasetFormat(StrEnum):
@@ -44,6 +55,54 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return self.error_count == 0 and self.rows > 0
+
+
+class JsonLimitError(ValueError):
+    """A line exceeds a decoding limit (depth, integer size, a non-standard constant)."""
+
+
+def _max_depth(text: str, limit: int) -> int:
+    """Nesting depth of a JSON text, stopping early once ``limit`` is passed.
+
+    Brackets inside strings do not count. Cheap first: a line with at most ``limit`` opening
+    brackets in total cannot nest deeper, and that count runs at C speed.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return 0
+    depth = deepest = 0
+    for match in _DEPTH_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def _bounded_int(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise JsonLimitError(f"has an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(literal)
+
+
+def _no_constant(name: str) -> float:
+    raise JsonLimitError(f"is not valid JSON: {name} is not a JSON number")
+
+
+def decode_line(text: str) -> object:
+    """json.loads with the upload's limits; raises JsonLimitError or json.JSONDecodeError."""
+    if _max_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise JsonLimitError(f"nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+    except RecursionError:
+        # Unreachable after the depth scan; kept so no decoder limit can ever surface as a 500.
+        raise JsonLimitError(f"nests deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 class RowFormatError(ValueError):
@@ -177,9 +236,12 @@ def validate_jsonl(lines: Iterable[bytes | str], *, keep: bool = False) -> Valid
             continue
         report.rows += 1
         try:
-            decoded = json.loads(text)
+            decoded = decode_line(text)
         except json.JSONDecodeError as exc:
             record(line_no, "(line)", f"is not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        except JsonLimitError as exc:
+            record(line_no, "(line)", str(exc))
             continue
         try:
             fmt, conversation = parse_row(decoded)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -10,10 +12,43 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PLACEHOLDER_SECRETS = frozenset(
-    {"", "change-me", "change-me-admin-key", "changeme", "admin", "secret"}
-)
+# Values published in docs, examples or older defaults: never accepted, in any mode.
+PUBLISHED_SECRETS = frozenset({"change-me", "change-me-admin-key", "changeme", "admin", "secret"})
+# Outside production (testing) a set key needs only this length.
 MIN_ADMIN_KEY_LENGTH = 24
+# Production: at least this long and this much estimated entropy (below).
+MIN_PRODUCTION_SECRET_LENGTH = 32
+MIN_PRODUCTION_SECRET_BITS = 100.0
+
+
+def estimated_entropy_bits(secret: str) -> float:
+    """Length × the Shannon entropy of the secret's own character distribution (bits).
+
+    An upper bound on a guesser's work for keys drawn from that alphabet, and a good detector of
+    the failure that matters: 40 × "a" is 0 bits, "abab…" is 1 bit per character. A 32-char
+    hex key (uuid4) scores ~120, `secrets.token_urlsafe(32)` ~220.
+    """
+    if not secret:
+        return 0.0
+    counts = Counter(secret)
+    n = len(secret)
+    per_char = -sum(c / n * math.log2(c / n) for c in counts.values())
+    return per_char * n
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why a production secret is too weak, without quoting it; None when it is acceptable."""
+    lowered = secret.lower()
+    if lowered in PUBLISHED_SECRETS or "change-me" in lowered or "changeme" in lowered:
+        return "is a published example value"
+    if len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
+        return f"is shorter than {MIN_PRODUCTION_SECRET_LENGTH} characters"
+    if estimated_entropy_bits(secret) < MIN_PRODUCTION_SECRET_BITS:
+        return (
+            f"has too little entropy (under {MIN_PRODUCTION_SECRET_BITS:.0f} bits estimated; "
+            "use e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return None
 
 
 class Environment(StrEnum):
@@ -23,27 +58,57 @@ class Environment(StrEnum):
 
 
 class KeelSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KEEL_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused secret must never be echoed in the start-up error.
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     env: Environment = Environment.DEVELOPMENT
     database_url: str = "sqlite:///./var/keel.db"
     broker_url: str = "sqla+sqlite:///./var/broker.db"
     data_dir: Path = Path("./var")
     max_upload_bytes: int = 512 * 1024 * 1024
-    admin_key: str = "change-me-admin-key"
+    # JSON request bodies (job create, policy PUT, tenant create) are capped on the bytes
+    # received, before any parsing; uploads keep their own streamed cap above.
+    max_json_body_bytes: int = 1024 * 1024
+    # Unset in development: a random key is generated on first start, printed once, and only
+    # its hash kept under data_dir (db.admin_key). Required outside development.
+    admin_key: str = ""
+    # Bearer token for /metrics. Unset: open outside production, refused (403) in production.
+    metrics_token: str = ""
     policy_file: Path = Path("policy.yaml")
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> KeelSettings:
-        if self.env == Environment.DEVELOPMENT:
-            return self
-        if self.admin_key in PLACEHOLDER_SECRETS or len(self.admin_key) < MIN_ADMIN_KEY_LENGTH:
+    def _refuse_weak_secrets(self) -> KeelSettings:
+        # Messages name the setting and the reason, never the value.
+        if self.admin_key.lower() in PUBLISHED_SECRETS:
+            raise ValueError(
+                "KEEL_ADMIN_KEY is a published example value; unset it (development generates "
+                "a random key on first start) or set a random key"
+            )
+        if self.env == Environment.PRODUCTION:
+            for name, value, required in (
+                ("KEEL_ADMIN_KEY", self.admin_key, True),
+                ("KEEL_METRICS_TOKEN", self.metrics_token, False),
+            ):
+                if not value and not required:
+                    continue
+                weakness = secret_weakness(value) if value else "is not set"
+                if weakness:
+                    raise ValueError(f"{name} {weakness} (KEEL_ENV=production)")
+        elif self.env == Environment.TESTING and len(self.admin_key) < MIN_ADMIN_KEY_LENGTH:
             raise ValueError(
                 f"KEEL_ADMIN_KEY must be a random value of at least {MIN_ADMIN_KEY_LENGTH} "
                 f"characters when KEEL_ENV={self.env.value}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _positive_limits(self) -> KeelSettings:
         if self.max_upload_bytes <= 0:
             raise ValueError("KEEL_MAX_UPLOAD_BYTES must be positive")
+        if self.max_json_body_bytes <= 0:
+            raise ValueError("KEEL_MAX_JSON_BODY_BYTES must be positive")
         return self
 
     @property

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from api.dependencies import AdminDep, PageDep, SessionDep, SettingsDep
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.router import invalid_cursor
+from api.input_guard import JsonShapeError, SafeStr, check_json_value
 from api.serializers import list_object, unix
 from db.base_model_scores import BaseModelScores
 from db.models import ApiKey, Tenant
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[SafeStr, Field(min_length=1, max_length=200)]
 
 
 def tenant_object(tenant: Tenant) -> dict[str, Any]:
@@ -143,6 +144,13 @@ def put_policy(
     The whole document is validated (db.policy_schema): an unknown or out-of-range field is a
     400 ``invalid_policy`` naming it by its dotted path, and the current version stays in force.
     """
+    try:
+        # Before the schema: a NUL anywhere would reach the jsonb column, a deep one the parser.
+        check_json_value(policy)
+    except JsonShapeError as exc:
+        raise InvalidRequest(
+            f"Invalid policy field '{exc.path}': {exc.message}.", param=exc.path, code=exc.code
+        ) from None
     try:
         parsed = parse_policy(policy)
     except PolicyError as exc:

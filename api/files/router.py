@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from api.dependencies import PageDep, SessionDep, SettingsDep, TenantDep
 from api.errors import InvalidRequest
 from api.files import service
+from api.files.disposition import content_disposition
 from api.serializers import file_object, list_object
 from api.uploads import receive_upload
 from db.blobs import BlobStore
@@ -96,7 +97,7 @@ def file_content(
     return StreamingResponse(
         service.iter_and_close(handle),
         media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="{file.filename}"'},
+        headers={"Content-Disposition": content_disposition(file.filename)},
     )
 
 

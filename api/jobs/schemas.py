@@ -6,12 +6,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.input_guard import BoundedJson, SafeStr
 from db.policy_schema import SapKnobs
 from safety_report import SafetyReport
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
+MAX_INTEGRATIONS = 8
+# Free-form objects Keel stores but does not interpret (bounded depth, size, no control bytes).
+OpaqueObject = Annotated[dict[str, Any], BoundedJson]
 
 
 class Strict(BaseModel):
@@ -43,8 +47,8 @@ class SupervisedMethod(Strict):
 class Method(Strict):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
-    dpo: dict[str, Any] | None = None
-    reinforcement: dict[str, Any] | None = None
+    dpo: OpaqueObject | None = None
+    reinforcement: OpaqueObject | None = None
 
 
 class SafetySpec(Strict):
@@ -55,15 +59,15 @@ class SafetySpec(Strict):
 
 
 class JobCreate(Strict):
-    model: Annotated[str, Field(min_length=1, max_length=200)]
-    training_file: Annotated[str, Field(min_length=1, max_length=64)]
-    validation_file: Annotated[str, Field(max_length=64)] | None = None
+    model: Annotated[SafeStr, Field(min_length=1, max_length=200)]
+    training_file: Annotated[SafeStr, Field(min_length=1, max_length=64)]
+    validation_file: Annotated[SafeStr, Field(max_length=64)] | None = None
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
-    suffix: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] | None = None
+    suffix: Annotated[SafeStr, Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] | None = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
-    metadata: dict[str, str] | None = None
-    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[SafeStr, SafeStr] | None = None
+    integrations: Annotated[list[OpaqueObject], Field(max_length=MAX_INTEGRATIONS)] | None = None
     safety: SafetySpec | None = None
 
     @field_validator("metadata")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,13 @@ from db.repositories.policy import load_policy_file
 from db.settings import REPO_ROOT, KeelSettings
 
 
-def test_placeholder_admin_key_is_refused_outside_development() -> None:
-    assert KeelSettings(env="development", admin_key="change-me-admin-key")
-    with pytest.raises(ValidationError, match="KEEL_ADMIN_KEY"):
-        KeelSettings(env="production", admin_key="change-me-admin-key")
-    assert KeelSettings(env="production", admin_key="x" * 40).admin_key == "x" * 40
+def test_published_admin_key_is_refused_in_every_mode() -> None:
+    # Issue 22: development used to accept the published example key silently.
+    for env in ("development", "testing", "production"):
+        with pytest.raises(ValidationError, match="KEEL_ADMIN_KEY is a published example value"):
+            KeelSettings(env=env, admin_key="change-me-admin-key")
+    strong = secrets.token_urlsafe(32)
+    assert KeelSettings(env="production", admin_key=strong).admin_key == strong
 
 
 def test_repo_policy_file_has_safe_defaults() -> None:
