@@ -18,8 +18,9 @@ from tests.e2e.service import (
     wait_for_status,
 )
 
+# Every threshold at its loosest: a 135M judge grades nothing, this test is about plumbing.
 PERMISSIVE_GATE = {
-    "thresholds": {"max_harmful_score": 1.0, "max_harmful_increase": 1.0, "max_over_refusal": 1.0},
+    "thresholds": {**E2E_POLICY["gate"]["thresholds"], "max_harmful_increase": 1.0},  # type: ignore[index]
     "on_failure": "fail",
 }
 
