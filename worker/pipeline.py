@@ -213,8 +213,19 @@ class JobRecipe:
             if skipped:
                 say(f"Skipped {skipped} examples whose prompt fills max_length", level="warn")
             self.pairs = safety_pairs(corpus, self.tokenizer, plan.train.max_length)
-            # The step count follows the mixed data size.
-            self.plan = plan.for_examples(len(self.examples))
+            # The step count follows the mixed data size, and the policy's token budget at
+            # its mean length (what the trainer counts: non-padding tokens after truncation).
+            max_length = plan.train.max_length
+            mean_tokens = sum(min(len(e.input_ids), max_length) for e in self.examples) / len(
+                self.examples
+            )
+            self.plan = plan.for_examples(len(self.examples), mean_tokens)
+            if self.plan.resolved.get("steps_cut_by"):
+                say(
+                    f"Training cut to {self.plan.train.max_steps} steps by the provider's "
+                    f"training.{self.plan.resolved['steps_cut_by']} limit",
+                    level="warn",
+                )
             self.eval_examples = None
             if self.validation:
                 self.eval_examples, _ = tokenize_dataset(

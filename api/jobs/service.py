@@ -31,6 +31,7 @@ from db.repositories.policy import PolicyRepository
 from db.repositories.safety_reports import SafetyReportRepository
 from db.safety_spec import SafetyRequest, resolve_safety, sap_knobs_json
 from db.session import session_scope
+from db.training_spec import resolve_training
 from worker import queue as job_queue
 
 log = logging.getLogger("keel.api.jobs")
@@ -75,6 +76,15 @@ def _checked_safety(spec: SafetySpec | None, policy: PolicyDocument) -> dict[str
     return resolved.stored()
 
 
+def _check_training_limits(hyperparameters: dict[str, Any], policy: PolicyDocument) -> None:
+    """The first hyperparameter above the policy's training limits is a 400 naming the field
+    (db.training_spec; the worker applies the same rule again when the job starts)."""
+    resolved = resolve_training(hyperparameters, policy.training)
+    if resolved.violations:
+        first = resolved.violations[0]
+        raise InvalidRequest(first.message, param=first.param, code=first.code)
+
+
 def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:
     file = FileRepository(session).get(tenant_id, file_id)
     if file is None:
@@ -105,6 +115,7 @@ def create_job(
             code="model_not_allowed",
         )
     hyperparameters = _resolve_hyperparameters(body)
+    _check_training_limits(hyperparameters, policy)
     safety = _checked_safety(body.safety, policy)
     training = _usable_file(session, tenant_id, body.training_file, "training_file")
     if body.validation_file is not None:
