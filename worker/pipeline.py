@@ -23,7 +23,12 @@ import torch
 from dataformats import Conversation, Message
 from safety_report import SafetyReport, SapStrengthSummary
 from sap_core.data import encode_triple, tokenize_dataset
-from sap_core.errors import DataFormatError, EvaluationError, ModelRegistryError
+from sap_core.errors import (
+    DataFormatError,
+    EvaluationError,
+    ModelRegistryError,
+    TrainingDeadlineExceeded,
+)
 from sap_core.evaluation.base_cache import BaseEvaluationCache
 from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.generation import generate_replies
@@ -38,6 +43,7 @@ from sap_core.safety.profiler import FormatProfile, profile_dataset
 from sap_core.sap_strength import sap_strength_of
 from sap_core.trainer import SafetyAwareTrainer
 from worker.artifacts import JobPaths, package_adapter, reset_dir
+from worker.deadline import TrainingDeadline, spent_in
 from worker.job_spec import JobPlan
 from worker.progress import DbProgressCallback
 from worker.settings import WorkerSettings
@@ -271,11 +277,14 @@ class JobRecipe:
                 f"LoRA r={plan.train.lora.r}",
                 data={"plan": plan.resolved},
             )
+            # The policy's training deadline, on the worker's clock (sap_core keeps none).
+            limit = plan.training_seconds
+            callback = self.callback if limit is None else TrainingDeadline(self.callback, limit)
             self.trainer = trainer = SafetyAwareTrainer(
                 plan.train,
                 self.examples,
                 self.pairs,
-                self.callback,
+                callback,
                 eval_examples=self.eval_examples,
                 model=self.model,
                 tokenizer=self.tokenizer,
@@ -288,8 +297,17 @@ class JobRecipe:
                     type="resume",
                     data={"step": trainer.step},
                 )
+            if isinstance(callback, TrainingDeadline):
+                # Steps an earlier attempt trained count against the same deadline.
+                callback.already_spent = spent_in(trainer.history)
             started = time.monotonic()
-            result = trainer.train()
+            try:
+                result = trainer.train()
+            except TrainingDeadlineExceeded as exc:
+                raise TrainingDeadlineExceeded(
+                    f"Training exceeded the provider's limit of {limit:g} s per job "
+                    f"(training.max_training_seconds): {exc}"
+                ) from None
             self.trained_tokens = int(sum(h.get("tokens", 0) for h in result.history))
             say(
                 f"Training finished in {time.monotonic() - started:.0f} s ({result.steps} steps)",

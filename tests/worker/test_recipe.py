@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from dataformats import Conversation, Message
-from db.policy_schema import parse_policy
+from db.policy_schema import PolicyDocument, parse_policy
 from sap_core.callbacks import StopRequest
-from sap_core.errors import TrainingCancelled
+from sap_core.checkpoint import checkpoint_dir_name
+from sap_core.errors import TrainingCancelled, TrainingDeadlineExceeded
 from sap_core.trainer import SafetyAwareTrainer
 from tests.fixtures.tiny_model import make_tiny_model_dir
 from worker import pipeline
@@ -82,6 +83,7 @@ def _run(
     callback: RecordingCallback,
     monkeypatch: pytest.MonkeyPatch,
     plans: list[int],
+    policy: PolicyDocument = POLICY,
 ) -> pipeline.PipelineResult:
     monkeypatch.setattr(pipeline, "_ensure_model", lambda name, cache_dir, say: tiny_model)
     settings = WorkerSettings(
@@ -94,7 +96,7 @@ def _run(
         return plan_job(
             hyperparameters={"n_epochs": 1, "batch_size": 2},
             safety={},
-            policy=POLICY,
+            policy=policy,
             seed=1,
             n_examples=n,
             model_path=str(model_path),
@@ -170,3 +172,25 @@ def test_a_failing_cleanup_does_not_hide_why_the_job_stopped(
     monkeypatch.setattr(SafetyAwareTrainer, "cleanup", broken)
     with pytest.raises(TrainingCancelled):
         _run(tmp_path, tiny_model, RecordingCallback(stop_at=(1, "pause")), monkeypatch, [])
+
+
+def test_the_training_deadline_fails_the_job_and_keeps_its_checkpoint(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cleanups = _count_cleanups(monkeypatch)
+    # 1 ms of training: the first step is over the limit; checkpoint_every 100 so the kept
+    # checkpoint can only be the deadline's own.
+    training = {**POLICY.training.model_dump(), "max_training_seconds": 0.001}
+    training["checkpoint_every"] = 100
+    policy = POLICY.model_copy(update={"training": type(POLICY.training)(**training)})
+    callback = RecordingCallback()
+    with pytest.raises(TrainingDeadlineExceeded) as stopped:
+        _run(tmp_path, tiny_model, callback, monkeypatch, [], policy=policy)
+    assert stopped.value.code == "training_deadline_exceeded"
+    assert "training.max_training_seconds" in str(stopped.value)
+    assert "step 1 of" in str(stopped.value)
+    assert callback.step == 1  # stopped after its first step
+    checkpoints = list((tmp_path / "data").rglob("checkpoints/*"))
+    assert [c.name for c in checkpoints] == [checkpoint_dir_name(1)]
+    assert (checkpoints[0] / "adapter" / "adapter_model.safetensors").exists()
+    assert cleanups == [1]
