@@ -11,6 +11,7 @@ from api.health import router as health_router
 from api.jobs.router import router as jobs_router
 from api.metrics import install_metrics
 from api.models.router import router as models_router
+from api.quotas.router import router as usage_router
 from db.repositories.policy import load_policy_file
 from db.settings import get_settings
 
@@ -27,6 +28,13 @@ def create_app() -> FastAPI:
     app.state.settings = settings
     register_error_handlers(app)
     install_metrics(app)
-    for router in (health_router, files_router, jobs_router, models_router, admin_router):
+    for router in (
+        health_router,
+        files_router,
+        jobs_router,
+        models_router,
+        usage_router,
+        admin_router,
+    ):
         app.include_router(router)
     return app

@@ -163,6 +163,21 @@ class TrainingSection(_Strict):
     checkpoint_every: Annotated[int, Field(ge=1)] = 10
 
 
+class QuotasSection(_Strict):
+    """Per-tenant limits, checked under a lock on the tenant row where they are used (null:
+    no limit). Each tenant reads its numbers at GET /v1/usage."""
+
+    # Jobs not yet ended (validating, queued, running, pausing, paused) at once: POST
+    # /v1/fine_tuning/jobs past it is a 429 quota_active_jobs_exceeded.
+    max_active_jobs: Annotated[int, Field(ge=0)] | None = 4
+    # Tokens trained by the tenant's jobs that ended in the last 24 hours (rolling): a new job
+    # while the tenant is at or over it is a 429 quota_trained_tokens_exceeded.
+    max_trained_tokens_per_day: Annotated[int, Field(ge=0)] | None = 100_000_000
+    # Bytes of the tenant's stored files (uploads and result files): an upload that would pass
+    # it is a 403 quota_storage_exceeded. Result files a job writes are counted, never refused.
+    max_stored_bytes: Annotated[int, Field(ge=0)] | None = 10 * 1024**3
+
+
 class PolicyDocument(_Strict):
     allowed_models: list[Annotated[str, Field(min_length=1, max_length=200)]]
     customer_may_change: CustomerMayChange = CustomerMayChange()
@@ -172,6 +187,7 @@ class PolicyDocument(_Strict):
     evaluation: EvaluationSection = EvaluationSection()
     gate: GateSection = GateSection()
     training: TrainingSection = TrainingSection()
+    quotas: QuotasSection = QuotasSection()
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

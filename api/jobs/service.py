@@ -17,6 +17,7 @@ import screening
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.service import read_conversations
 from api.jobs.schemas import Hyperparameters, JobCreate, SafetySpec
+from api.quotas.service import check_job_quotas
 from db.after_commit import after_commit
 from db.base import utcnow
 from db.blobs import BlobStore
@@ -120,6 +121,8 @@ def create_job(
     training = _usable_file(session, tenant_id, body.training_file, "training_file")
     if body.validation_file is not None:
         _usable_file(session, tenant_id, body.validation_file, "validation_file")
+    # Last check before the insert: takes the tenant's row lock until this request commits.
+    check_job_quotas(session, tenant_id, policy)
 
     jobs, events = JobRepository(session), EventRepository(session)
     job = jobs.add(
