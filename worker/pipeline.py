@@ -161,6 +161,7 @@ class JobRecipe:
         self,
         *,
         job_id: str,
+        tenant_id: str,
         model_name: str,
         conversations: Sequence[Conversation],
         validation: Sequence[Conversation] | None,
@@ -171,6 +172,7 @@ class JobRecipe:
         resume_from: Path | None,
     ) -> None:
         self.job_id = job_id
+        self.tenant_id = tenant_id
         self.model_name = model_name
         self.conversations = conversations
         self.validation = validation
@@ -369,7 +371,7 @@ class JobRecipe:
                         training_curves=self.curves,
                         mix_report=self.mix_report,
                         thresholds=thresholds,
-                        base_cache=_base_cache(self.settings, self.base_sha),
+                        base_cache=_base_cache(self.settings, self.base_sha, self.tenant_id),
                     )
                     report.evaluated_adapter_sha256 = self.adapter_sha
                     if self.plan.train.sap.enabled:
@@ -461,9 +463,18 @@ def _reload_adapter(base_model: Any, trained: Any, adapter_dir: Path) -> Any:
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
 
 
-def _base_cache(settings: WorkerSettings, base_sha: str | None) -> BaseEvaluationCache | None:
-    """Base-model results are shared by every job on the same weights (no sha, no cache)."""
+def _base_cache(
+    settings: WorkerSettings, base_sha: str | None, tenant_id: str
+) -> BaseEvaluationCache | None:
+    """Base-model results, shared by one tenant's jobs on the same weights (no sha, no cache).
+
+    Per tenant, never across tenants: an entry's key covers the customer's validation rows and
+    framing, so a hit (the report's `base_from_cache`, or an evaluation that ends sooner) would
+    tell one tenant that another evaluated the same rows and framing (issue 23).
+    """
     if not base_sha:
         return None
+    if not tenant_id or Path(tenant_id).name != tenant_id or tenant_id in (".", ".."):
+        raise ValueError(f"not a tenant id: {tenant_id!r}")
     root = settings.eval_cache_dir or settings.data_dir / "eval-cache"
-    return BaseEvaluationCache(root / "base", base_sha)
+    return BaseEvaluationCache(root / "base" / tenant_id, base_sha)

@@ -130,6 +130,7 @@ def _train_and_evaluate(
         resume_from = settings.data_dir / latest.storage_path if latest is not None else None
     return JobRecipe(
         job_id=job.id,
+        tenant_id=job.tenant_id,
         model_name=job.model,
         conversations=conversations,
         validation=validation,

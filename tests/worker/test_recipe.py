@@ -84,6 +84,7 @@ def _run(
     monkeypatch: pytest.MonkeyPatch,
     plans: list[int],
     policy: PolicyDocument = POLICY,
+    tenant_id: str = "org-t",
 ) -> pipeline.PipelineResult:
     monkeypatch.setattr(pipeline, "_ensure_model", lambda name, cache_dir, say: tiny_model)
     settings = WorkerSettings(
@@ -106,6 +107,7 @@ def _run(
 
     return pipeline.JobRecipe(
         job_id="ftjob-t",
+        tenant_id=tenant_id,
         model_name="tiny",
         conversations=_rows(6),
         validation=None,
@@ -194,3 +196,36 @@ def test_the_training_deadline_fails_the_job_and_keeps_its_checkpoint(
     assert [c.name for c in checkpoints] == [checkpoint_dir_name(1)]
     assert (checkpoints[0] / "adapter" / "adapter_model.safetensors").exists()
     assert cleanups == [1]
+
+
+def test_the_base_evaluation_cache_is_never_shared_across_tenants(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same weights, rows and framing: the second job of a tenant reuses its base results, a
+    job of another tenant does not (its report must not tell it that anyone evaluated them)."""
+
+    def base_from_cache(tenant_id: str) -> bool | None:
+        result = _run(
+            tmp_path, tiny_model, RecordingCallback(), monkeypatch, [], tenant_id=tenant_id
+        )
+        assert result.report is not None, result.evaluation_error
+        return result.report.base_from_cache
+
+    assert base_from_cache("org-a") is False
+    assert base_from_cache("org-b") is False  # org-a's entry is not visible to org-b
+    assert base_from_cache("org-a") is True  # ... and org-a's own jobs still share theirs
+    entries = sorted(
+        p.relative_to(tmp_path / "data").parts[2]
+        for p in (tmp_path / "data").rglob("eval-cache/base/*/*.json")
+    )
+    assert entries == ["org-a", "org-b"]
+
+
+def test_a_cache_directory_is_never_built_from_a_path_like_tenant_id(tmp_path: Path) -> None:
+    settings = WorkerSettings(data_dir=tmp_path, corpus_dir=tmp_path / "corpus", device="cpu")
+    cache = pipeline._base_cache(settings, "sha", "org-a")
+    assert cache is not None
+    assert cache.directory == tmp_path / "eval-cache" / "base" / "org-a"
+    for bad in ("", "..", "../org-b", "org-a/x"):
+        with pytest.raises(ValueError, match="not a tenant id"):
+            pipeline._base_cache(settings, "sha", bad)
