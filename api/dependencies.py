@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api.errors import Unauthorized
+from db.repositories.admin import AdminKeyRepository
 from db.repositories.tenants import ApiKeyRepository
 from db.session import session_scope
 from db.settings import KeelSettings, get_settings
@@ -53,11 +54,21 @@ def current_tenant(request: Request, session: SessionDep) -> str:
 TenantDep = Annotated[str, Depends(current_tenant)]
 
 
-def require_admin(request: Request, settings: SettingsDep) -> str:
+# Who acted, in the audit trail, when the deployment's KEEL_ADMIN_KEY was used (it exists to
+# create the first named admin key; named keys are what make admin actions accountable).
+BOOTSTRAP_ADMIN = "bootstrap"
+
+
+def require_admin(request: Request, settings: SettingsDep, session: SessionDep) -> str:
+    """The acting admin's name: a live named admin key's, or BOOTSTRAP_ADMIN for KEEL_ADMIN_KEY."""
     token = _bearer(request)
-    if token is None or not hmac.compare_digest(token.encode(), settings.admin_key.encode()):
-        raise Unauthorized("Invalid or missing admin key.", code="invalid_admin_key")
-    return "admin"
+    if token is not None:
+        if hmac.compare_digest(token.encode(), settings.admin_key.encode()):
+            return BOOTSTRAP_ADMIN
+        name = AdminKeyRepository(session).authenticate(token)
+        if name is not None:
+            return name
+    raise Unauthorized("Invalid or missing admin key.", code="invalid_admin_key")
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
