@@ -171,7 +171,8 @@ class QuotasSection(_Strict):
     # /v1/fine_tuning/jobs past it is a 429 quota_active_jobs_exceeded.
     max_active_jobs: Annotated[int, Field(ge=0)] | None = 4
     # Tokens trained by the tenant's jobs that ended in the last 24 hours (rolling): a new job
-    # while the tenant is at or over it is a 429 quota_trained_tokens_exceeded.
+    # while the tenant is at or over it is a 429 quota_trained_tokens_exceeded; a job starting
+    # with less left trains at most that (db.training_spec.within_daily_tokens), none: it fails.
     max_trained_tokens_per_day: Annotated[int, Field(ge=0)] | None = 100_000_000
     # Bytes of the tenant's stored files (uploads and result files): an upload that would pass
     # it is a 403 quota_storage_exceeded. Result files a job writes are counted, never refused.

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from db.policy_schema import TrainingSection
+from db.policy_schema import PolicyDocument, TrainingSection
 
 # OpenAI's "auto" values, scaled for LoRA on small instruct models.
 DEFAULT_EPOCHS = 3
@@ -170,3 +170,20 @@ def resolve_training(hyperparameters: dict[str, Any], limits: TrainingSection) -
         training_seconds=limits.max_training_seconds,
         violations=tuple(violations),
     )
+
+
+def within_daily_tokens(policy: PolicyDocument, used_24h: int) -> PolicyDocument | None:
+    """The policy a starting job trains under: its per-job token budget cut to what the tenant
+    has left of `quotas.max_trained_tokens_per_day` (tokens of its jobs ended in the last 24
+    hours); None when nothing is left. Jobs starting at the same time each get the remainder:
+    the daily quota bounds what starts, the per-job budget what each job trains."""
+    daily = policy.quotas.max_trained_tokens_per_day
+    if daily is None:
+        return policy
+    left = daily - used_24h
+    if left <= 0:
+        return None
+    if left >= policy.training.max_trained_tokens:
+        return policy
+    training = policy.training.model_copy(update={"max_trained_tokens": left})
+    return policy.model_copy(update={"training": training})

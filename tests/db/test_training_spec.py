@@ -100,3 +100,26 @@ def test_embeddings_and_head_are_allowed_only_when_listed() -> None:
     assert [v.param for v in refused.violations] == ["hyperparameters.lora_target_modules"]
     # Nothing allowed was asked for: the worker falls back to the allow-list.
     assert refused.target_modules == ("q_proj", "lm_head")
+
+
+def test_a_starting_job_gets_what_is_left_of_the_daily_token_quota() -> None:
+    from db.policy_schema import parse_policy
+    from db.training_spec import within_daily_tokens
+
+    policy = parse_policy(
+        {
+            "allowed_models": ["m"],
+            "training": {"max_trained_tokens": 1000},
+            "quotas": {"max_trained_tokens_per_day": 5000},
+        }
+    )
+    assert within_daily_tokens(policy, 0) is policy  # the per-job budget is the smaller
+    cut = within_daily_tokens(policy, 4700)
+    assert cut is not None
+    assert cut.training.max_trained_tokens == 300
+    assert cut.training.lora_rank == policy.training.lora_rank  # nothing else changes
+    assert within_daily_tokens(policy, 5000) is None
+    unlimited = policy.model_copy(
+        update={"quotas": policy.quotas.model_copy(update={"max_trained_tokens_per_day": None})}
+    )
+    assert within_daily_tokens(unlimited, 10**12) is unlimited
