@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dependencies import admin_token_ok, bearer_token
 from api.errors import error_body
+from db.repositories.admin import ADMIN_KEY_SCHEME
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TENANT_PREFIX = "/v1/"
@@ -105,7 +106,12 @@ class BodyLimitMiddleware:
 
     def _refuse_before_reading(self, path: str, headers: Headers) -> JSONResponse | None:
         token = bearer_token(headers.get("authorization"))
-        if path.startswith(ADMIN_PREFIX) and not admin_token_ok(token, self.admin_key_hash):
+        # The deployment's key is checked here; a named admin key (db.repositories.admin) needs
+        # the database, so only its shape is checked before the body is read (capped anyway).
+        named = token is not None and token.startswith(ADMIN_KEY_SCHEME)
+        if path.startswith(ADMIN_PREFIX) and not (
+            named or admin_token_ok(token, self.admin_key_hash)
+        ):
             return _unauthorized("invalid_admin_key", "Invalid or missing admin key.")
         if path.startswith(TENANT_PREFIX) and token is None:
             return _unauthorized("invalid_api_key", "Invalid or missing API key.")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import Unauthorized
 from db.admin_key import admin_key_matches
+from db.repositories.admin import AdminKeyRepository
 from db.repositories.tenants import ApiKeyRepository
 from db.session import session_scope
 from db.settings import KeelSettings, get_settings
@@ -62,11 +63,22 @@ def current_tenant(request: Request, session: SessionDep) -> str:
 TenantDep = Annotated[str, Depends(current_tenant)]
 
 
-def require_admin(request: Request) -> str:
-    # Resolved once at start-up (db.admin_key): set, or generated in development.
-    if not admin_token_ok(_bearer(request), request.app.state.admin_key_hash):
-        raise Unauthorized("Invalid or missing admin key.", code="invalid_admin_key")
-    return "admin"
+# Who acted, in the audit trail, when the deployment's KEEL_ADMIN_KEY was used (it exists to
+# create the first named admin key; named keys are what make admin actions accountable).
+BOOTSTRAP_ADMIN = "bootstrap"
+
+
+def require_admin(request: Request, session: SessionDep) -> str:
+    """The acting admin's name: a live named admin key's, or BOOTSTRAP_ADMIN for the deployment's
+    admin key (resolved once at start-up, db.admin_key: set, or generated in development)."""
+    token = _bearer(request)
+    if token is not None:
+        if admin_token_ok(token, request.app.state.admin_key_hash):
+            return BOOTSTRAP_ADMIN
+        name = AdminKeyRepository(session).authenticate(token)
+        if name is not None:
+            return name
+    raise Unauthorized("Invalid or missing admin key.", code="invalid_admin_key")
 
 
 AdminDep = Annotated[str, Depends(require_admin)]

@@ -16,6 +16,7 @@ from api.input_guard import check_path_and_query
 from api.jobs.router import router as jobs_router
 from api.metrics import install_metrics
 from api.models.router import router as models_router
+from api.quotas.router import router as usage_router
 from db.admin_key import resolve_admin_key_hash
 from db.repositories.policy import load_policy_file
 from db.settings import get_settings
@@ -52,6 +53,13 @@ def create_app() -> FastAPI:
         max_bytes=settings.max_json_body_bytes,
         admin_key_hash=app.state.admin_key_hash,
     )
-    for router in (health_router, files_router, jobs_router, models_router, admin_router):
+    for router in (
+        health_router,
+        files_router,
+        jobs_router,
+        models_router,
+        usage_router,
+        admin_router,
+    ):
         app.include_router(router)
     return app

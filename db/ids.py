@@ -13,6 +13,8 @@ CHECKPOINT_PREFIX = "ftckpt_"
 ARTIFACT_PREFIX = "art_"
 REPORT_PREFIX = "safrep_"
 POLICY_PREFIX = "pol_"
+ADMIN_KEY_PREFIX = "adk_"
+AUDIT_PREFIX = "audit_"
 
 
 def new_id(prefix: str) -> str:

@@ -138,14 +138,51 @@ class GateSection(_Strict):
 
 
 class TrainingSection(_Strict):
+    """Limits on what one job may ask for: every value is a maximum or an allow-list.
+
+    A customer's hyperparameter above its limit is a 400 naming the field at create time; the
+    worker clamps to the limits again when the job starts (the policy may have tightened since).
+    A hyperparameter left out (or "auto") takes the limit itself for the LoRA shape and length,
+    and min(Keel's default, limit) for batch size and epochs (db.training_spec).
+    """
+
+    # Largest LoRA rank / alpha a job may ask for (and what a job that asks nothing gets).
     lora_rank: Annotated[int, Field(ge=1, le=256)] = 8
     lora_alpha: Annotated[int, Field(ge=1, le=1024)] = 16
+    # Modules a job may adapt (an allow-list; a job that names none adapts all of them).
+    # embed_tokens / lm_head are allowed only when listed here.
     lora_target_modules: Annotated[list[ModuleName], Field(min_length=1, max_length=16)] = [
         "q_proj",
         "v_proj",
     ]
     max_length: Annotated[int, Field(ge=16, le=32_768)] = 384
+    max_batch_size: Annotated[int, Field(ge=1, le=256)] = 16
+    max_epochs: Annotated[int, Field(ge=1, le=50)] = 10
+    # Optimizer steps per job: an explicit max_steps above it is refused; a schedule that
+    # epochs x data size make longer is cut here.
+    max_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
+    # Tokens (non-padding, after max_length truncation) one job may train on over all steps.
+    max_trained_tokens: Annotated[int, Field(ge=1)] = 20_000_000
+    # Wall-clock seconds of training per job attempt; past it the job fails with
+    # training_deadline_exceeded, its checkpoints kept.
+    max_training_seconds: Annotated[float, Field(gt=0.0, le=30 * 24 * 3600)] = 6 * 3600.0
     checkpoint_every: Annotated[int, Field(ge=1)] = 10
+
+
+class QuotasSection(_Strict):
+    """Per-tenant limits, checked under a lock on the tenant row where they are used (null:
+    no limit). Each tenant reads its numbers at GET /v1/usage."""
+
+    # Jobs not yet ended (validating, queued, running, pausing, paused) at once: POST
+    # /v1/fine_tuning/jobs past it is a 429 quota_active_jobs_exceeded.
+    max_active_jobs: Annotated[int, Field(ge=0)] | None = 4
+    # Tokens trained by the tenant's jobs that ended in the last 24 hours (rolling): a new job
+    # while the tenant is at or over it is a 429 quota_trained_tokens_exceeded; a job starting
+    # with less left trains at most that (db.training_spec.within_daily_tokens), none: it fails.
+    max_trained_tokens_per_day: Annotated[int, Field(ge=0)] | None = 100_000_000
+    # Bytes of the tenant's stored files (uploads and result files): an upload that would pass
+    # it is a 403 quota_storage_exceeded. Result files a job writes are counted, never refused.
+    max_stored_bytes: Annotated[int, Field(ge=0)] | None = 10 * 1024**3
 
 
 class PolicyDocument(_Strict):
@@ -157,6 +194,7 @@ class PolicyDocument(_Strict):
     evaluation: EvaluationSection = EvaluationSection()
     gate: GateSection = GateSection()
     training: TrainingSection = TrainingSection()
+    quotas: QuotasSection = QuotasSection()
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

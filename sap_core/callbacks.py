@@ -3,7 +3,9 @@
 The trainer calls, in order: `on_train_start(total_steps)` once, then per optimizer step
 `on_step(step, total_steps, metrics)` and `should_stop()`, and `on_checkpoint(step, path)` after
 every checkpoint it writes. `should_stop()` returning "pause" makes the trainer save a checkpoint
-and raise `TrainingCancelled("pause")`; "cancel" raises `TrainingCancelled("cancel")`, no save.
+and raise `TrainingCancelled("pause")`; "cancel" raises `TrainingCancelled("cancel")`, no save;
+"deadline" (the runner's time limit passed) saves a checkpoint and raises
+`TrainingDeadlineExceeded`. sap_core keeps no clock of its own: the limit is the caller's.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Protocol
 
-StopRequest = Literal["cancel", "pause"]
+StopRequest = Literal["cancel", "pause", "deadline"]
 
 
 class TrainingCallback(Protocol):

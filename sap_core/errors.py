@@ -33,5 +33,11 @@ class TrainingCancelled(SapError):
         self.reason = reason
 
 
+class TrainingDeadlineExceeded(SapError):
+    """Raised by the trainer when a callback says the run's time limit passed (checkpoint saved)."""
+
+    code = "training_deadline_exceeded"
+
+
 class EvaluationError(SapError):
     code = "safety_evaluation_error"

@@ -45,7 +45,13 @@ from sap_core import checkpoint as ckpt
 from sap_core import objectives
 from sap_core.callbacks import NullCallback, TrainingCallback
 from sap_core.config import SapConfig, TrainConfig
-from sap_core.errors import ConfigError, DataFormatError, TrainingCancelled, TrainingDivergedError
+from sap_core.errors import (
+    ConfigError,
+    DataFormatError,
+    TrainingCancelled,
+    TrainingDeadlineExceeded,
+    TrainingDivergedError,
+)
 from sap_core.probe import ResidualProbe, default_probe_layers, find_decoder_layers
 
 
@@ -700,6 +706,13 @@ class SafetyAwareTrainer:
                 raise TrainingCancelled("pause")
             if request == "cancel":
                 raise TrainingCancelled("cancel")
+            if request == "deadline":
+                # Kept, like a pause's: the work done so far is not thrown away.
+                self.save_checkpoint(self.step)
+                raise TrainingDeadlineExceeded(
+                    f"training stopped at step {self.step} of {self.total_steps}: its time "
+                    "limit passed (a checkpoint of this step is kept)"
+                )
         final = dict(metrics)
         if self.eval_examples:
             final["eval_loss"] = self.evaluate()

@@ -11,13 +11,13 @@ from typing import Any
 
 from db.policy_schema import PolicyDocument
 from db.safety_spec import SafetyRequest, resolve_safety
+from db.training_spec import resolve_training
 from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig
 from sap_core.safety.mixer import DEFAULT_CONTRAST_RATIO
 
-# OpenAI's "auto" values, scaled for LoRA on small instruct models.
+# OpenAI's "auto" learning rate, scaled for LoRA on small instruct models (the "auto" batch
+# size and epochs live with the policy's limits, db.training_spec).
 BASE_LEARNING_RATE = 2e-4
-DEFAULT_EPOCHS = 3
-DEFAULT_BATCH_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,33 @@ class MixSpec:
 
 @dataclass(frozen=True)
 class Schedule:
-    """The step schedule the customer asked for; sized once the number of examples is known."""
+    """The step schedule the customer asked for, under the policy's step and token caps;
+    sized once the number of examples (and their tokens) is known."""
 
     batch_size: int
     epochs: int
     max_steps: int | None
+    step_cap: int = 1_000_000
+    token_budget: int = 10**15
 
-    def size(self, n_examples: int) -> tuple[int, int]:
-        """(batch size, total steps) for ``n_examples`` rows: the batch never exceeds the data."""
+    def size(
+        self, n_examples: int, mean_tokens: float | None = None
+    ) -> tuple[int, int, str | None]:
+        """(batch size, total steps, the policy limit that cut the steps or None) for
+        ``n_examples`` rows of ``mean_tokens`` tokens each: the batch never exceeds the data;
+        the steps never pass max_steps, nor the step whose tokens would pass the token budget
+        (estimated at the mean: each epoch trains every row once)."""
         batch_size = max(1, min(self.batch_size, max(1, n_examples)))
         steps_per_epoch = math.ceil(n_examples / batch_size)
-        return batch_size, self.max_steps or steps_per_epoch * self.epochs
+        asked = self.max_steps or steps_per_epoch * self.epochs
+        steps, cut_by = asked, None
+        if steps > self.step_cap:
+            steps, cut_by = self.step_cap, "max_steps"
+        if mean_tokens is not None and mean_tokens > 0:
+            by_tokens = max(1, math.floor(self.token_budget / (batch_size * mean_tokens)))
+            if steps > by_tokens:
+                steps, cut_by = by_tokens, "max_trained_tokens"
+        return batch_size, steps, cut_by
 
 
 @dataclass(frozen=True)
@@ -67,18 +83,21 @@ class JobPlan:
     on_failure: str
     resolved: dict[str, Any] = field(default_factory=dict)
     schedule: Schedule | None = None
+    # Wall-clock seconds this job may train (policy training.max_training_seconds).
+    training_seconds: float | None = None
 
-    def for_examples(self, n_examples: int) -> JobPlan:
-        """The same plan with its batch size and step count sized to ``n_examples`` rows.
+    def for_examples(self, n_examples: int, mean_tokens: float | None = None) -> JobPlan:
+        """The same plan with its batch size and step count sized to ``n_examples`` rows of
+        ``mean_tokens`` tokens on average (after truncation; None: no token cap applied).
 
         The job is planned once, before the safety mixer adds rows; only the schedule follows
         the mixed, tokenised data size (nothing of the policy is resolved again).
         """
         if self.schedule is None:
             return self
-        batch_size, total_steps = self.schedule.size(n_examples)
+        batch_size, total_steps, cut_by = self.schedule.size(n_examples, mean_tokens)
         train = replace(self.train, batch_size=batch_size, max_steps=total_steps)
-        resolved = {**self.resolved, "total_steps": total_steps}
+        resolved = {**self.resolved, "total_steps": total_steps, "steps_cut_by": cut_by}
         return replace(self, train=train, resolved=resolved)
 
 
@@ -100,13 +119,17 @@ def plan_job(
     device: str,
 ) -> JobPlan:
     """Resolve "auto" values; provider policy wins over the customer's safety block."""
-    max_steps = hyperparameters.get("max_steps")
+    # The policy's training limits are re-applied here too: a value above a limit that has
+    # tightened since the API accepted the job is clamped to it (db.training_spec).
+    shape = resolve_training(hyperparameters, policy.training)
     schedule = Schedule(
-        batch_size=int(_auto(hyperparameters.get("batch_size"), DEFAULT_BATCH_SIZE)),
-        epochs=int(_auto(hyperparameters.get("n_epochs"), DEFAULT_EPOCHS)),
-        max_steps=int(max_steps) if max_steps else None,
+        batch_size=shape.batch_size,
+        epochs=shape.epochs,
+        max_steps=shape.max_steps,
+        step_cap=shape.step_cap,
+        token_budget=shape.token_budget,
     )
-    batch_size, total_steps = schedule.size(n_examples)
+    batch_size, total_steps, cut_by = schedule.size(n_examples)
     epochs = schedule.epochs
     lr = BASE_LEARNING_RATE * _auto(hyperparameters.get("learning_rate_multiplier"), 1.0)
 
@@ -115,13 +138,8 @@ def plan_job(
     resolved_safety = resolve_safety(SafetyRequest.from_stored(safety), policy)
     sap = SapConfig(enabled=resolved_safety.sap_enabled, **resolved_safety.sap)
 
-    training_policy = policy.training
     lora = LoraConfig(
-        r=int(hyperparameters.get("lora_rank", training_policy.lora_rank)),
-        alpha=int(hyperparameters.get("lora_alpha", training_policy.lora_alpha)),
-        target_modules=tuple(
-            hyperparameters.get("lora_target_modules", training_policy.lora_target_modules)
-        ),
+        r=shape.lora_rank, alpha=shape.lora_alpha, target_modules=shape.target_modules
     )
     train = TrainConfig(
         model_path=model_path,
@@ -130,10 +148,10 @@ def plan_job(
         optim=OptimConfig(lr=lr, weight_decay=0.0, warmup_steps=0),
         sap=sap,
         batch_size=batch_size,
-        max_length=int(hyperparameters.get("max_length", training_policy.max_length)),
+        max_length=shape.max_length,
         epochs=epochs,
         max_steps=total_steps,
-        checkpoint_every=training_policy.checkpoint_every,
+        checkpoint_every=policy.training.checkpoint_every,
         seed=seed,
         device=device,
     )
@@ -185,6 +203,10 @@ def plan_job(
                 "contrast_source": mix.contrast_source,
             },
             "total_steps": total_steps,
+            "steps_cut_by": cut_by,
+            # Hyperparameters above a limit that tightened after the job was accepted.
+            "clamped": [v.param for v in shape.violations],
         },
         schedule=schedule,
+        training_seconds=shape.training_seconds,
     )

@@ -26,7 +26,12 @@ from dataformats import Conversation, Message
 from db.base_model_scores import BaseModelScore, BaseModelScores
 from safety_report import SafetyReport, SapStrengthSummary
 from sap_core.data import encode_triple, tokenize_dataset
-from sap_core.errors import DataFormatError, EvaluationError, ModelRegistryError
+from sap_core.errors import (
+    DataFormatError,
+    EvaluationError,
+    ModelRegistryError,
+    TrainingDeadlineExceeded,
+)
 from sap_core.evaluation.base_cache import BaseEvaluationCache
 from sap_core.evaluation.evaluator import SafetyEvalConfig, evaluate_safety
 from sap_core.evaluation.generation import generate_replies
@@ -46,6 +51,7 @@ from sap_core.safety.profiler import FormatProfile, profile_dataset
 from sap_core.sap_strength import sap_strength_of
 from sap_core.trainer import SafetyAwareTrainer
 from worker.artifacts import JobPaths, package_adapter, reset_dir
+from worker.deadline import TrainingDeadline, spent_in
 from worker.job_spec import JobPlan
 from worker.progress import DbProgressCallback
 from worker.settings import WorkerSettings
@@ -163,6 +169,7 @@ class JobRecipe:
         self,
         *,
         job_id: str,
+        tenant_id: str,
         model_name: str,
         conversations: Sequence[Conversation],
         validation: Sequence[Conversation] | None,
@@ -173,6 +180,7 @@ class JobRecipe:
         resume_from: Path | None,
     ) -> None:
         self.job_id = job_id
+        self.tenant_id = tenant_id
         self.model_name = model_name
         self.conversations = conversations
         self.validation = validation
@@ -221,8 +229,19 @@ class JobRecipe:
             if skipped:
                 say(f"Skipped {skipped} examples whose prompt fills max_length", level="warn")
             self.pairs = safety_pairs(corpus, self.tokenizer, plan.train.max_length)
-            # The step count follows the mixed data size.
-            self.plan = plan.for_examples(len(self.examples))
+            # The step count follows the mixed data size, and the policy's token budget at
+            # its mean length (what the trainer counts: non-padding tokens after truncation).
+            max_length = plan.train.max_length
+            mean_tokens = sum(min(len(e.input_ids), max_length) for e in self.examples) / len(
+                self.examples
+            )
+            self.plan = plan.for_examples(len(self.examples), mean_tokens)
+            if self.plan.resolved.get("steps_cut_by"):
+                say(
+                    f"Training cut to {self.plan.train.max_steps} steps by the provider's "
+                    f"training.{self.plan.resolved['steps_cut_by']} limit",
+                    level="warn",
+                )
             self.eval_examples = None
             if self.validation:
                 self.eval_examples, _ = tokenize_dataset(
@@ -305,11 +324,14 @@ class JobRecipe:
                 f"LoRA r={plan.train.lora.r}",
                 data={"plan": plan.resolved},
             )
+            # The policy's training deadline, on the worker's clock (sap_core keeps none).
+            limit = plan.training_seconds
+            callback = self.callback if limit is None else TrainingDeadline(self.callback, limit)
             self.trainer = trainer = SafetyAwareTrainer(
                 plan.train,
                 self.examples,
                 self.pairs,
-                self.callback,
+                callback,
                 eval_examples=self.eval_examples,
                 model=self.model,
                 tokenizer=self.tokenizer,
@@ -322,8 +344,17 @@ class JobRecipe:
                     type="resume",
                     data={"step": trainer.step},
                 )
+            if isinstance(callback, TrainingDeadline):
+                # Steps an earlier attempt trained count against the same deadline.
+                callback.already_spent = spent_in(trainer.history)
             started = time.monotonic()
-            result = trainer.train()
+            try:
+                result = trainer.train()
+            except TrainingDeadlineExceeded as exc:
+                raise TrainingDeadlineExceeded(
+                    f"Training exceeded the provider's limit of {limit:g} s per job "
+                    f"(training.max_training_seconds): {exc}"
+                ) from None
             self.trained_tokens = int(sum(h.get("tokens", 0) for h in result.history))
             say(
                 f"Training finished in {time.monotonic() - started:.0f} s ({result.steps} steps)",
@@ -385,7 +416,7 @@ class JobRecipe:
                         training_curves=self.curves,
                         mix_report=self.mix_report,
                         thresholds=thresholds,
-                        base_cache=_base_cache(self.settings, self.base_sha),
+                        base_cache=_base_cache(self.settings, self.base_sha, self.tenant_id),
                     )
                     report.evaluated_adapter_sha256 = self.adapter_sha
                     if self.plan.train.sap.enabled:
@@ -496,9 +527,18 @@ def _reload_adapter(base_model: Any, trained: Any, adapter_dir: Path) -> Any:
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
 
 
-def _base_cache(settings: WorkerSettings, base_sha: str | None) -> BaseEvaluationCache | None:
-    """Base-model results are shared by every job on the same weights (no sha, no cache)."""
+def _base_cache(
+    settings: WorkerSettings, base_sha: str | None, tenant_id: str
+) -> BaseEvaluationCache | None:
+    """Base-model results, shared by one tenant's jobs on the same weights (no sha, no cache).
+
+    Per tenant, never across tenants: an entry's key covers the customer's validation rows and
+    framing, so a hit (the report's `base_from_cache`, or an evaluation that ends sooner) would
+    tell one tenant that another evaluated the same rows and framing (issue 23).
+    """
     if not base_sha:
         return None
+    if not tenant_id or Path(tenant_id).name != tenant_id or tenant_id in (".", ".."):
+        raise ValueError(f"not a tenant id: {tenant_id!r}")
     root = settings.eval_cache_dir or settings.data_dir / "eval-cache"
-    return BaseEvaluationCache(root / "base", base_sha)
+    return BaseEvaluationCache(root / "base" / tenant_id, base_sha)

@@ -13,12 +13,15 @@ import traceback
 from pathlib import Path
 
 from dataformats import Conversation, validate_jsonl
+from db.base import utcnow
 from db.policy_schema import PolicyDocument
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
+from db.repositories.usage import TOKEN_WINDOW, UsageRepository
 from db.session import session_scope
+from db.training_spec import within_daily_tokens
 from sap_core.errors import SapError, TrainingCancelled
 from worker.artifacts import JobPaths
 from worker.job import ClaimedJob
@@ -31,7 +34,11 @@ from worker.settings import WorkerSettings
 log = logging.getLogger("keel.worker")
 
 
-def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, PolicyDocument] | None:
+def _claim(
+    job_id: str, settings: WorkerSettings
+) -> tuple[ClaimedJob, PolicyDocument | None] | None:
+    """The claimed job and the policy it trains under (None: the tenant has no trained tokens
+    left today)."""
     with session_scope() as session:
         jobs = JobRepository(session)
         token = jobs.claim(job_id, settings.worker_id, settings.lease_seconds)
@@ -56,7 +63,10 @@ def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, PolicyDoc
             seed=int(job.seed or 0),
             suffix=job.suffix,
         )
-        policy = PolicyRepository(session).current()
+        used_24h = UsageRepository(session).trained_tokens_since(
+            job.tenant_id, utcnow() - TOKEN_WINDOW
+        )
+        policy = within_daily_tokens(PolicyRepository(session).current(), used_24h)
         EventRepository(session).append(
             job.id,
             job.tenant_id,
@@ -65,6 +75,10 @@ def _claim(job_id: str, settings: WorkerSettings) -> tuple[ClaimedJob, PolicyDoc
             data={"attempt": job.attempts, "worker": settings.worker_id},
         )
     return claimed, policy
+
+
+class DailyTokensExhausted(SapError):
+    code = "quota_trained_tokens_exceeded"
 
 
 def _read_conversations(path: Path) -> list[Conversation]:
@@ -120,8 +134,16 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
 
 
 def _train_and_evaluate(
-    job: ClaimedJob, policy: PolicyDocument, callback: DbProgressCallback, settings: WorkerSettings
+    job: ClaimedJob,
+    policy: PolicyDocument | None,
+    callback: DbProgressCallback,
+    settings: WorkerSettings,
 ) -> PipelineResult:
+    if policy is None:
+        raise DailyTokensExhausted(
+            "Your organization has no trained tokens left of its daily quota "
+            "(quotas.max_trained_tokens_per_day); create the job again later."
+        )
     conversations = _read_conversations(job.training_path)
     validation = _read_conversations(job.validation_path) if job.validation_path else None
     paths = JobPaths.for_job(settings.data_dir, job.tenant_id, job.id)
@@ -130,6 +152,7 @@ def _train_and_evaluate(
         resume_from = settings.data_dir / latest.storage_path if latest is not None else None
     return JobRecipe(
         job_id=job.id,
+        tenant_id=job.tenant_id,
         model_name=job.model,
         conversations=conversations,
         validation=validation,

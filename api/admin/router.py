@@ -1,4 +1,10 @@
-"""/admin/v1 (provider admin key): tenants, API keys, policy, quarantine release."""
+"""/admin/v1 (provider admin keys): tenants, API keys, admin keys, policy, quarantine release,
+the audit trail.
+
+Every action that changes something is recorded in the audit trail with the acting admin's name
+(`AdminDep`: a named admin key's name, or "bootstrap" for KEEL_ADMIN_KEY), in the same
+transaction as the change: no change without its record, no record of a change rolled back.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,15 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
-from api.dependencies import AdminDep, PageDep, SessionDep, SettingsDep
+from api.dependencies import BOOTSTRAP_ADMIN, AdminDep, PageDep, SessionDep, SettingsDep
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.router import invalid_cursor
 from api.input_guard import JsonShapeError, SafeStr, check_json_value
 from api.serializers import list_object, unix
 from db.base_model_scores import BaseModelScores
-from db.models import ApiKey, Tenant
+from db.models import AdminKey, ApiKey, AuditEvent, Tenant
 from db.policy_schema import PolicyDocument, PolicyError, parse_policy, stored_policy
+from db.repositories.admin import AdminKeyRepository, AuditRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.pagination import InvalidCursorError
@@ -61,7 +68,7 @@ def _tenant(session: SessionDep, tenant_id: str) -> Tenant:
 
 
 @router.post("/tenants")
-def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+def create_tenant(body: TenantCreate, session: SessionDep, admin: AdminDep) -> dict[str, Any]:
     """Create a tenant."""
     repo = TenantRepository(session)
     if repo.get_by_name(body.name) is not None:
@@ -72,6 +79,28 @@ def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> dict[
         raise Conflict(
             f"A tenant named '{body.name}' exists.", param="name", code="tenant_exists"
         ) from exc
+    AuditRepository(session).record(
+        admin, "tenant.create", "tenant", tenant.id, {"name": body.name}
+    )
+    return tenant_object(tenant)
+
+
+@router.post("/tenants/{tenant_id}/disable")
+def disable_tenant(tenant_id: str, session: SessionDep, admin: AdminDep) -> dict[str, Any]:
+    """Disable a tenant: its API keys are refused from the next request, its queued jobs do not
+    start (a job already running finishes). Idempotent."""
+    tenant = TenantRepository(session).set_disabled(_tenant(session, tenant_id).id, True)
+    assert tenant is not None
+    AuditRepository(session).record(admin, "tenant.disable", "tenant", tenant_id)
+    return tenant_object(tenant)
+
+
+@router.post("/tenants/{tenant_id}/enable")
+def enable_tenant(tenant_id: str, session: SessionDep, admin: AdminDep) -> dict[str, Any]:
+    """Enable a disabled tenant: its keys work again; the reaper re-enqueues its queued jobs."""
+    tenant = TenantRepository(session).set_disabled(_tenant(session, tenant_id).id, False)
+    assert tenant is not None
+    AuditRepository(session).record(admin, "tenant.enable", "tenant", tenant_id)
     return tenant_object(tenant)
 
 
@@ -86,10 +115,13 @@ def list_tenants(session: SessionDep, _: AdminDep, page: PageDep) -> dict[str, A
 
 
 @router.post("/tenants/{tenant_id}/api_keys")
-def create_api_key(tenant_id: str, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+def create_api_key(tenant_id: str, session: SessionDep, admin: AdminDep) -> dict[str, Any]:
     """Create an API key; the key is shown once, in this response only."""
     _tenant(session, tenant_id)
     key, plaintext = ApiKeyRepository(session).create(tenant_id)
+    AuditRepository(session).record(
+        admin, "api_key.create", "api_key", key.id, {"tenant_id": tenant_id}
+    )
     return {**api_key_object(key), "key": plaintext}
 
 
@@ -102,11 +134,16 @@ def list_api_keys(tenant_id: str, session: SessionDep, _: AdminDep) -> dict[str,
 
 
 @router.delete("/tenants/{tenant_id}/api_keys/{key_id}")
-def revoke_api_key(tenant_id: str, key_id: str, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+def revoke_api_key(
+    tenant_id: str, key_id: str, session: SessionDep, admin: AdminDep
+) -> dict[str, Any]:
     """Revoke an API key (effective on the next request)."""
     key = ApiKeyRepository(session).revoke(tenant_id, key_id)
     if key is None:
         raise NotFound(f"No such API key: {key_id}", param="key_id")
+    AuditRepository(session).record(
+        admin, "api_key.revoke", "api_key", key.id, {"tenant_id": tenant_id}
+    )
     return {**api_key_object(key), "revoked": True}
 
 
@@ -136,7 +173,7 @@ def get_policy(session: SessionDep, settings: SettingsDep, _: AdminDep) -> dict[
 def put_policy(
     session: SessionDep,
     settings: SettingsDep,
-    _: AdminDep,
+    admin: AdminDep,
     policy: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any]:
     """Store a new policy version; it applies to jobs created from now on.
@@ -160,6 +197,10 @@ def put_policy(
             code="invalid_policy",
         ) from None
     version = PolicyRepository(session).set(parsed)
+    # The document as stored: the trail shows what each version said, not only that it changed.
+    AuditRepository(session).record(
+        admin, "policy.update", "policy", str(version), {"policy": stored_policy(parsed)}
+    )
     return policy_object(version, parsed, settings.data_dir)
 
 
@@ -179,6 +220,9 @@ def release_quarantined(job_id: str, session: SessionDep, admin: AdminDep) -> di
         )
     fine_tuned = f"ft:{job.model}:{job.tenant_id}:{job.suffix or 'keel'}:{job.id}"
     jobs.release_quarantined(job_id, fine_tuned)
+    AuditRepository(session).record(
+        admin, "job.release", "fine_tuning.job", job_id, {"tenant_id": job.tenant_id}
+    )
     EventRepository(session).append(
         job_id,
         job.tenant_id,
@@ -194,3 +238,107 @@ def release_quarantined(job_id: str, session: SessionDep, admin: AdminDep) -> di
         "released_by": report.released_by,
         "released_at": unix(report.released_at),
     }
+
+
+# ------------------------------------------------------------------------------ admin keys
+
+ADMIN_NAME = r"^[A-Za-z0-9_.@-]{1,100}$"
+
+
+class AdminKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Who holds the key: what the audit trail shows for every action taken with it.
+    name: Annotated[str, Field(pattern=ADMIN_NAME)]
+
+
+def admin_key_object(key: AdminKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "object": "admin_key",
+        "name": key.name,
+        "key_prefix": key.key_prefix,
+        "created_by": key.created_by,
+        "created_at": unix(key.created_at),
+        "revoked_at": unix(key.revoked_at),
+        "last_used_at": unix(key.last_used_at),
+    }
+
+
+def audit_event_object(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "object": "audit_event",
+        "created_at": unix(event.created_at),
+        "actor": event.actor,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "data": event.data,
+    }
+
+
+def _admin_key(session: SessionDep, key_id: str) -> AdminKey:
+    key = AdminKeyRepository(session).get(key_id)
+    if key is None:
+        raise NotFound(f"No such admin key: {key_id}", param="key_id")
+    return key
+
+
+@router.post("/admin_keys")
+def create_admin_key(body: AdminKeyCreate, session: SessionDep, admin: AdminDep) -> dict[str, Any]:
+    """Create a named admin key; the key is shown once, in this response only."""
+    if body.name == BOOTSTRAP_ADMIN:
+        raise InvalidRequest(
+            f"'{BOOTSTRAP_ADMIN}' names KEEL_ADMIN_KEY in the audit trail; choose another name.",
+            param="name",
+            code="invalid_value",
+        )
+    key, plaintext = AdminKeyRepository(session).create(body.name, created_by=admin)
+    AuditRepository(session).record(
+        admin, "admin_key.create", "admin_key", key.id, {"name": key.name}
+    )
+    return {**admin_key_object(key), "key": plaintext}
+
+
+@router.get("/admin_keys")
+def list_admin_keys(session: SessionDep, _: AdminDep) -> dict[str, Any]:
+    """List admin keys (never the keys themselves)."""
+    return list_object(AdminKeyRepository(session).list(), admin_key_object, False)
+
+
+@router.delete("/admin_keys/{key_id}")
+def revoke_admin_key(key_id: str, session: SessionDep, admin: AdminDep) -> dict[str, Any]:
+    """Revoke an admin key (effective on the next request)."""
+    key = AdminKeyRepository(session).revoke(_admin_key(session, key_id).id)
+    assert key is not None
+    AuditRepository(session).record(
+        admin, "admin_key.revoke", "admin_key", key.id, {"name": key.name}
+    )
+    return {**admin_key_object(key), "revoked": True}
+
+
+@router.post("/admin_keys/{key_id}/rotate")
+def rotate_admin_key(key_id: str, session: SessionDep, admin: AdminDep) -> dict[str, Any]:
+    """Revoke a live admin key and issue its holder a new one (shown once, in this response)."""
+    old = _admin_key(session, key_id)
+    if old.revoked_at is not None:
+        raise Conflict(f"Admin key {key_id} is revoked.", param="key_id", code="admin_key_revoked")
+    keys = AdminKeyRepository(session)
+    keys.revoke(old.id)
+    new, plaintext = keys.create(old.name, created_by=admin)
+    AuditRepository(session).record(
+        admin, "admin_key.rotate", "admin_key", new.id, {"name": old.name, "replaces": old.id}
+    )
+    return {**admin_key_object(new), "key": plaintext, "replaces": old.id}
+
+
+@router.get("/audit_events")
+def list_audit_events(
+    session: SessionDep, _: AdminDep, page: PageDep, target_id: str | None = None
+) -> dict[str, Any]:
+    """The audit trail, oldest first: who did what, when, to which object."""
+    try:
+        events, has_more = AuditRepository(session).list(page.after, page.limit, target_id)
+    except InvalidCursorError as exc:
+        raise invalid_cursor(str(exc)) from exc
+    return list_object(events, audit_event_object, has_more)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 import screening
 from api.errors import AppError, Conflict, Forbidden, InvalidRequest, NotFound
+from api.quotas.service import check_storage_quota
 from dataformats import Conversation, ValidationReport, validate_jsonl
 from db.after_commit import after_commit
 from db.base import utcnow
@@ -20,6 +21,7 @@ from db.job_status import TERMINAL_STATUSES, JobStatus
 from db.models import File, FilePurpose, FileStatus, FineTuningJob, Verdict
 from db.repositories.files import FileRepository
 from db.repositories.jobs import JobRepository
+from db.repositories.policy import PolicyRepository
 from db.repositories.safety_reports import SafetyReportRepository
 
 UPLOADABLE_PURPOSES = (FilePurpose.FINE_TUNE.value,)
@@ -71,6 +73,8 @@ def register_upload(
     if not report.ok:
         store.delete(storage_path)
         raise _validation_error(report)
+    # Under the tenant's row lock until this request commits (api.quotas.service).
+    check_storage_quota(session, tenant_id, PolicyRepository(session).current(), size)
     return FileRepository(session).add(
         File(
             id=file_id,

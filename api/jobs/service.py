@@ -17,6 +17,7 @@ import screening
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.files.service import read_conversations
 from api.jobs.schemas import Hyperparameters, JobCreate, SafetySpec
+from api.quotas.service import check_job_quotas
 from db.after_commit import after_commit
 from db.base import utcnow
 from db.base_model_scores import BaseModelScores
@@ -32,6 +33,7 @@ from db.repositories.policy import PolicyRepository
 from db.repositories.safety_reports import SafetyReportRepository
 from db.safety_spec import SafetyRequest, resolve_safety, sap_knobs_json
 from db.session import session_scope
+from db.training_spec import resolve_training
 from worker import queue as job_queue
 
 log = logging.getLogger("keel.api.jobs")
@@ -76,6 +78,15 @@ def _checked_safety(spec: SafetySpec | None, policy: PolicyDocument) -> dict[str
     return resolved.stored()
 
 
+def _check_training_limits(hyperparameters: dict[str, Any], policy: PolicyDocument) -> None:
+    """The first hyperparameter above the policy's training limits is a 400 naming the field
+    (db.training_spec; the worker applies the same rule again when the job starts)."""
+    resolved = resolve_training(hyperparameters, policy.training)
+    if resolved.violations:
+        first = resolved.violations[0]
+        raise InvalidRequest(first.message, param=first.param, code=first.code)
+
+
 def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:
     file = FileRepository(session).get(tenant_id, file_id)
     if file is None:
@@ -107,10 +118,13 @@ def create_job(
         )
     _refuse_a_base_that_cannot_pass(store, policy, body.model)
     hyperparameters = _resolve_hyperparameters(body)
+    _check_training_limits(hyperparameters, policy)
     safety = _checked_safety(body.safety, policy)
     training = _usable_file(session, tenant_id, body.training_file, "training_file")
     if body.validation_file is not None:
         _usable_file(session, tenant_id, body.validation_file, "validation_file")
+    # Last check before the insert: takes the tenant's row lock until this request commits.
+    check_job_quotas(session, tenant_id, policy)
 
     jobs, events = JobRepository(session), EventRepository(session)
     job = jobs.add(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from db.base import UTCDateTime, utcnow
 from db.job_status import LEASED_STATUSES, JobStatus
-from db.models import File, FineTuningJob
+from db.models import File, FineTuningJob, Tenant
 from db.repositories.pagination import (
     InvalidCursorError,
     Page,
@@ -27,6 +27,11 @@ from db.repositories.pagination import (
 
 _LEASED = [status.value for status in LEASED_STATUSES]
 _FINISH_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def _disabled_tenants() -> Any:
+    """Ids of disabled tenants, as a subquery: their jobs are neither claimed nor re-enqueued."""
+    return select(Tenant.id).where(Tenant.disabled_at.is_not(None))
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,8 @@ class JobRepository:
                     FineTuningJob.status == JobStatus.QUEUED.value,
                     (FineTuningJob.status.in_(_LEASED)) & (FineTuningJob.lease_expires_at < now),
                 ),
+                # A disabled tenant's jobs do not start (they stay queued until it is enabled).
+                FineTuningJob.tenant_id.not_in(_disabled_tenants()),
             )
             .values(
                 status=JobStatus.RUNNING.value,
@@ -376,10 +383,15 @@ class JobRepository:
         )
 
     def find_unenqueued(self, older_than: datetime) -> builtins.list[str]:
-        """Queued jobs never marked enqueued, or enqueued before `older_than` and not claimed."""
+        """Queued jobs never marked enqueued, or enqueued before `older_than` and not claimed.
+
+        A disabled tenant's are left out (no claim would take them); once the tenant is enabled
+        the next pass finds them again.
+        """
         stmt = select(FineTuningJob.id).where(
             FineTuningJob.status == JobStatus.QUEUED.value,
             or_(FineTuningJob.enqueued_at.is_(None), FineTuningJob.enqueued_at < older_than),
+            FineTuningJob.tenant_id.not_in(_disabled_tenants()),
         )
         return list(self.session.scalars(stmt))
 

@@ -45,6 +45,19 @@ class TenantRepository:
     def get_by_name(self, name: str) -> Tenant | None:
         return self.session.scalar(select(Tenant).where(Tenant.name == name))
 
+    def set_disabled(self, tenant_id: str, disabled: bool) -> Tenant | None:
+        """Disable (its keys stop at the next request, its queued jobs are not claimed) or
+        enable a tenant; a repeat keeps the first disabled_at."""
+        tenant = self.get(tenant_id)
+        if tenant is None:
+            return None
+        if disabled and tenant.disabled_at is None:
+            tenant.disabled_at = utcnow()
+        elif not disabled:
+            tenant.disabled_at = None
+        self.session.flush()
+        return tenant
+
     def list(self, after: str | None, limit: int) -> Page[Tenant]:
         stmt = select(Tenant).order_by(*order_keys(Tenant.created_at, Tenant.id, descending=False))
         if after is not None:

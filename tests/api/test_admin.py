@@ -14,6 +14,13 @@ ADMIN_ROUTES = [
     ("PUT", "/admin/v1/policy"),
     ("POST", "/admin/v1/tenants/org-x/api_keys"),
     ("POST", "/admin/v1/fine_tuning/jobs/ftjob-x/release"),
+    ("POST", "/admin/v1/tenants/org-x/disable"),
+    ("POST", "/admin/v1/tenants/org-x/enable"),
+    ("POST", "/admin/v1/admin_keys"),
+    ("GET", "/admin/v1/admin_keys"),
+    ("DELETE", "/admin/v1/admin_keys/adk_x"),
+    ("POST", "/admin/v1/admin_keys/adk_x/rotate"),
+    ("GET", "/admin/v1/audit_events"),
 ]
 
 

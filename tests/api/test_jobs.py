@@ -128,6 +128,30 @@ def test_enqueue_failure_still_creates_a_queued_job(
         ({"safety": {"mixer_ratio": 0.01}}, 400, "invalid_mixer_ratio", "safety.mixer_ratio"),
         ({"hyperparameters": {"n_epochs": 0}}, 400, "invalid_value", "hyperparameters.n_epochs"),
         ({"method": {"type": "dpo"}}, 400, "unsupported_method", "method.type"),
+        # policy.yaml's training limits: every value is a maximum or an allow-list.
+        *[
+            ({"hyperparameters": {name: value}}, 400, code, f"hyperparameters.{name}")
+            for name, value, code in [
+                ("lora_rank", 256, "hyperparameter_above_limit"),
+                ("lora_alpha", 1024, "hyperparameter_above_limit"),
+                ("max_length", 32_768, "hyperparameter_above_limit"),
+                ("batch_size", 256, "hyperparameter_above_limit"),
+                ("n_epochs", 50, "hyperparameter_above_limit"),
+                ("max_steps", 100_000, "hyperparameter_above_limit"),
+                (
+                    "lora_target_modules",
+                    ["q_proj", "embed_tokens"],
+                    "lora_target_module_not_allowed",
+                ),
+                ("lora_target_modules", ["lm_head"], "lora_target_module_not_allowed"),
+            ]
+        ],
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"lora_rank": 9}}}},
+            400,
+            "hyperparameter_above_limit",
+            "hyperparameters.lora_rank",
+        ),
         ({"metadata": {str(i): "v" for i in range(17)}}, 400, "invalid_value", "metadata"),
         ({"training_file": "file-" + "0" * 24}, 404, "not_found", "training_file"),
     ],

@@ -19,7 +19,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from sap_core import objectives as obj
 from sap_core.callbacks import StopRequest
 from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig
-from sap_core.errors import ConfigError, TrainingCancelled, TrainingDivergedError
+from sap_core.errors import (
+    ConfigError,
+    TrainingCancelled,
+    TrainingDeadlineExceeded,
+    TrainingDivergedError,
+)
 from sap_core.trainer import Batch, SafetyAwareTrainer, pad_batch
 
 torch.set_num_threads(1)
@@ -549,6 +554,17 @@ def test_pause_saves_a_checkpoint_then_raises(tmp_path: Path) -> None:
     assert info.value.reason == "pause"
     assert ("checkpoint", 1) in rec.events
     assert (tmp_path / "checkpoints" / "step-00000001" / "state.json").is_file()
+
+
+def test_deadline_saves_a_checkpoint_then_raises_its_own_error(tmp_path: Path) -> None:
+    rec = Recorder(stop_at=2, request="deadline")
+    trainer = make_trainer(SapConfig(enabled=False), tmp_path, max_steps=5, callback=rec)
+    with pytest.raises(TrainingDeadlineExceeded) as info:
+        trainer.train()
+    assert info.value.code == "training_deadline_exceeded"
+    assert "step 2 of 5" in str(info.value)
+    assert rec.events[-1] == ("checkpoint", 2)
+    assert (tmp_path / "checkpoints" / "step-00000002" / "state.json").is_file()
 
 
 # ---------------------------------------------------------------- loading from a local directory

@@ -162,8 +162,18 @@ def test_quarantine_withholds_until_an_admin_releases(
     withheld = client.get(f"/v1/files/{file_id}/content", headers=alice.headers)
     assert withheld.status_code in (403, 409)
     assert withheld.json()["error"]["code"] == "adapter_withheld"
-    released = client.post(f"/admin/v1/fine_tuning/jobs/{job.id}/release", headers=admin_headers)
+    # Released by a named admin: the report and the audit trail say who (issue 23).
+    reviewer = client.post("/admin/v1/admin_keys", headers=admin_headers, json={"name": "rev"})
+    as_reviewer = {"Authorization": f"Bearer {reviewer.json()['key']}"}
+    released = client.post(f"/admin/v1/fine_tuning/jobs/{job.id}/release", headers=as_reviewer)
     assert released.status_code == 200, released.text
+    assert released.json()["released_by"] == "rev"
+    trail = client.get("/admin/v1/audit_events", headers=admin_headers).json()["data"]
+    assert [(e["actor"], e["action"], e["target_id"]) for e in trail][-1] == (
+        "rev",
+        "job.release",
+        job.id,
+    )
     assert (
         client.get(f"/v1/fine_tuning/jobs/{job.id}", headers=alice.headers).json()["status"]
         == "succeeded"

@@ -83,3 +83,44 @@ def test_sizing_for_the_mixed_data_equals_planning_for_it() -> None:
     assert sized.train == direct.train
     assert sized.resolved == direct.resolved
     assert (sized.train.batch_size, sized.train.max_steps) == (8, 2 * 4)  # ceil(30 / 8) = 4
+
+
+def test_the_issue_job_is_clamped_to_the_policy_limits_by_the_worker() -> None:
+    # The API refuses this job; a job accepted under a looser policy that has since tightened
+    # trains within the current limits (rank 256 / 195,350 steps before issue 23).
+    hyper = {
+        "lora_rank": 256,
+        "lora_target_modules": ["q_proj", "embed_tokens", "lm_head"],
+        "max_length": 32_768,
+        "batch_size": 256,
+        "n_epochs": 50,
+    }
+    plan = plan_under(hyper, n=1_000_000)
+    limits = POLICY["training"]
+    assert plan.train.lora.r == limits["lora_rank"]
+    assert plan.train.lora.target_modules == ("q_proj",)
+    assert plan.train.max_length == limits["max_length"]
+    assert plan.train.batch_size == limits["max_batch_size"]
+    assert plan.train.max_steps == limits["max_steps"]
+    assert plan.resolved["steps_cut_by"] == "max_steps"
+    assert plan.resolved["clamped"] == [
+        "hyperparameters.lora_rank",
+        "hyperparameters.lora_target_modules",
+        "hyperparameters.max_length",
+        "hyperparameters.batch_size",
+        "hyperparameters.n_epochs",
+    ]
+    assert plan.training_seconds == limits["max_training_seconds"]
+
+
+def test_the_token_budget_cuts_the_schedule_once_the_data_is_known() -> None:
+    policy = {**POLICY, "training": {**POLICY["training"], "max_trained_tokens": 10_000}}
+    plan = plan_under({"n_epochs": 3, "batch_size": 4}, policy=policy, n=400)
+    assert plan.train.max_steps == 300  # 100 steps per epoch; no token count known yet
+    # 400 rows of 50 tokens: 200 tokens per step, so 10,000 tokens allow 50 steps.
+    sized = plan.for_examples(400, mean_tokens=50.0)
+    assert sized.train.max_steps == 50
+    assert sized.resolved["steps_cut_by"] == "max_trained_tokens"
+    # Under the budget nothing is cut.
+    assert plan.for_examples(40, mean_tokens=10.0).train.max_steps == 30
+    assert plan.for_examples(40, mean_tokens=10.0).resolved["steps_cut_by"] is None

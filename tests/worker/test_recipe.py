@@ -14,9 +14,10 @@ import pytest
 
 from dataformats import Conversation, Message
 from db.base_model_scores import BaseModelScores
-from db.policy_schema import parse_policy
+from db.policy_schema import PolicyDocument, parse_policy
 from sap_core.callbacks import StopRequest
-from sap_core.errors import TrainingCancelled
+from sap_core.checkpoint import checkpoint_dir_name
+from sap_core.errors import TrainingCancelled, TrainingDeadlineExceeded
 from sap_core.trainer import SafetyAwareTrainer
 from tests.fixtures.tiny_model import make_tiny_model_dir
 from worker import pipeline
@@ -83,6 +84,8 @@ def _run(
     callback: RecordingCallback,
     monkeypatch: pytest.MonkeyPatch,
     plans: list[int],
+    policy: PolicyDocument = POLICY,
+    tenant_id: str = "org-t",
 ) -> pipeline.PipelineResult:
     monkeypatch.setattr(pipeline, "_ensure_model", lambda name, cache_dir, say: tiny_model)
     settings = WorkerSettings(
@@ -95,7 +98,7 @@ def _run(
         return plan_job(
             hyperparameters={"n_epochs": 1, "batch_size": 2},
             safety={},
-            policy=POLICY,
+            policy=policy,
             seed=1,
             n_examples=n,
             model_path=str(model_path),
@@ -105,6 +108,7 @@ def _run(
 
     return pipeline.JobRecipe(
         job_id="ftjob-t",
+        tenant_id=tenant_id,
         model_name="tiny",
         conversations=_rows(6),
         validation=None,
@@ -190,3 +194,58 @@ def test_a_failing_cleanup_does_not_hide_why_the_job_stopped(
     monkeypatch.setattr(SafetyAwareTrainer, "cleanup", broken)
     with pytest.raises(TrainingCancelled):
         _run(tmp_path, tiny_model, RecordingCallback(stop_at=(1, "pause")), monkeypatch, [])
+
+
+def test_the_training_deadline_fails_the_job_and_keeps_its_checkpoint(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cleanups = _count_cleanups(monkeypatch)
+    # 1 ms of training: the first step is over the limit; checkpoint_every 100 so the kept
+    # checkpoint can only be the deadline's own.
+    training = {**POLICY.training.model_dump(), "max_training_seconds": 0.001}
+    training["checkpoint_every"] = 100
+    policy = POLICY.model_copy(update={"training": type(POLICY.training)(**training)})
+    callback = RecordingCallback()
+    with pytest.raises(TrainingDeadlineExceeded) as stopped:
+        _run(tmp_path, tiny_model, callback, monkeypatch, [], policy=policy)
+    assert stopped.value.code == "training_deadline_exceeded"
+    assert "training.max_training_seconds" in str(stopped.value)
+    assert "step 1 of" in str(stopped.value)
+    assert callback.step == 1  # stopped after its first step
+    checkpoints = list((tmp_path / "data").rglob("checkpoints/*"))
+    assert [c.name for c in checkpoints] == [checkpoint_dir_name(1)]
+    assert (checkpoints[0] / "adapter" / "adapter_model.safetensors").exists()
+    assert cleanups == [1]
+
+
+def test_the_base_evaluation_cache_is_never_shared_across_tenants(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same weights, rows and framing: the second job of a tenant reuses its base results, a
+    job of another tenant does not (its report must not tell it that anyone evaluated them)."""
+
+    def base_from_cache(tenant_id: str) -> bool | None:
+        result = _run(
+            tmp_path, tiny_model, RecordingCallback(), monkeypatch, [], tenant_id=tenant_id
+        )
+        assert result.report is not None, result.evaluation_error
+        return result.report.base_from_cache
+
+    assert base_from_cache("org-a") is False
+    assert base_from_cache("org-b") is False  # org-a's entry is not visible to org-b
+    assert base_from_cache("org-a") is True  # ... and org-a's own jobs still share theirs
+    entries = sorted(
+        p.relative_to(tmp_path / "data").parts[2]
+        for p in (tmp_path / "data").rglob("eval-cache/base/*/*.json")
+    )
+    assert entries == ["org-a", "org-b"]
+
+
+def test_a_cache_directory_is_never_built_from_a_path_like_tenant_id(tmp_path: Path) -> None:
+    settings = WorkerSettings(data_dir=tmp_path, corpus_dir=tmp_path / "corpus", device="cpu")
+    cache = pipeline._base_cache(settings, "sha", "org-a")
+    assert cache is not None
+    assert cache.directory == tmp_path / "eval-cache" / "base" / "org-a"
+    for bad in ("", "..", "../org-b", "org-a/x"):
+        with pytest.raises(ValueError, match="not a tenant id"):
+            pipeline._base_cache(settings, "sha", bad)
