@@ -50,17 +50,17 @@ def test_the_stored_json_round_trips_exactly() -> None:
 def test_keys_this_code_does_not_know_are_kept_on_round_trip() -> None:
     # What other writers add (a newer worker): top-level, per model, deep inside a model.
     newer: dict[str, Any] = copy.deepcopy(STORED)
-    newer["sap_strength"] = {"rho": 2e-5, "correction_norm": [0.1, 0.2]}
+    newer["probe_audit"] = {"rho": 2e-5, "correction_norm": [0.1, 0.2]}
     newer["models"]["fine_tuned"]["timing"]["decode_seconds"] = 0.25
     newer["models"]["fine_tuned"]["harmful"]["screening"] = {"flagged": 1, "rows": [3]}
     newer["models"]["reference"] = {"harmful": {"n": 2}}
     report = read_report(newer)
     assert report.to_json() == newer
-    assert report.model_extra == {"sap_strength": newer["sap_strength"]}
+    assert report.model_extra == {"probe_audit": newer["probe_audit"]}
     # A writer may set a known field on a report read with unknown keys: both survive.
     report.gate = GateDecision(verdict="failed", reasons=["r"], wall_seconds=1.0)
     written = report.to_json()
-    assert written["sap_strength"] == newer["sap_strength"]
+    assert written["probe_audit"] == newer["probe_audit"]
     assert written["gate"] == {"verdict": "failed", "reasons": ["r"], "wall_seconds": 1.0}
 
 
@@ -103,3 +103,18 @@ def test_an_already_typed_report_passes_through() -> None:
     report = SafetyReport(judge="keyword")
     assert read_report(report) is report
     assert report.to_json() == {"judge": "keyword"}
+
+
+def test_the_sap_strength_block_is_typed() -> None:
+    stored: dict[str, Any] = copy.deepcopy(STORED)
+    stored["sap_strength"] = {
+        "measured_steps": 6,
+        "median_correction": 0.48,
+        "median_probe_rel_norm": 0.02,
+        "floor": 0.01,
+        "below_floor": False,
+    }
+    report = read_report(stored)
+    assert report.sap_strength is not None
+    assert report.sap_strength.median_correction == 0.48
+    assert report.to_json() == stored
