@@ -56,6 +56,8 @@ def current_tenant(request: Request, session: SessionDep) -> str:
     tenant_id = ApiKeyRepository(session).authenticate(token) if token else None
     if tenant_id is None:
         raise Unauthorized()
+    # After auth, so the counter is the tenant's and an unauthenticated flood counts for no one.
+    request.app.state.rate_limiter.check(tenant_id, request.method)
     return tenant_id
 
 

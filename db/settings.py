@@ -77,6 +77,14 @@ class KeelSettings(BaseSettings):
     # Bearer token for /metrics. Unset: open outside production, refused (403) in production.
     metrics_token: str = ""
     policy_file: Path = Path("policy.yaml")
+    # Per-tenant request rate limits (api.rate_limit), in the `limits` notation: "600/minute",
+    # "20/second;600/minute", or "off". Reads are GET/HEAD; writes are everything else,
+    # uploads included. Generous defaults: the test suite and the demo never reach them.
+    rate_limit_reads: str = "600/minute"
+    rate_limit_writes: str = "60/minute"
+    # Where the counters live (a `limits` storage URL). Empty: the broker's Redis when
+    # KEEL_BROKER_URL is redis://, shared by every API process; else this process's memory.
+    rate_limit_storage_url: str = ""
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> KeelSettings:
