@@ -12,6 +12,11 @@ by name). Bounded by design: loopback addresses only, at most 500 clients and 30
     # start `keel serve` on the embedded default in a temp dir, one tenant per --tenants
     .venv/bin/python benchmarks/load_test.py --serve --tenants 4 --clients 20 80 200 --duration 60
 
+    # the same on Postgres + Redis (an empty database: keel serve migrates it)
+    .venv/bin/python benchmarks/load_test.py --serve --tenants 4 --clients 20 80 200 \\
+        --serve-env KEEL_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/keel_load \\
+        --serve-env KEEL_BROKER_URL=redis://127.0.0.1:6379/11
+
 Clients are spread round-robin over the keys. Per-tenant rate limits apply (429 is load being
 shed as designed); with --serve, --rate-limits sets KEEL_RATE_LIMIT_READS/WRITES (e.g. `off` to
 measure raw capacity). The LAST line of each step is exactly:
@@ -188,7 +193,9 @@ def _create_tenant(env: dict[str, str], cwd: Path, name: str) -> str:
 
 
 @contextmanager
-def _served(rate_limits: str | None) -> Iterator[tuple[str, dict[str, str], Path]]:
+def _served(
+    rate_limits: str | None, extra_env: dict[str, str]
+) -> Iterator[tuple[str, dict[str, str], Path]]:
     # Imported here: the script also runs against a server started elsewhere.
     from cli.local_service import serve_locally
 
@@ -203,6 +210,7 @@ def _served(rate_limits: str | None) -> Iterator[tuple[str, dict[str, str], Path
         }
         if rate_limits is not None:
             env |= {"KEEL_RATE_LIMIT_READS": rate_limits, "KEEL_RATE_LIMIT_WRITES": rate_limits}
+        env |= extra_env  # e.g. KEEL_DATABASE_URL / KEEL_BROKER_URL for Postgres + Redis
         repo = Path(__file__).resolve().parent.parent
         with serve_locally(env, Path(tmp) / "serve.log", cwd=repo) as service:
             yield service.base_url, env, repo
@@ -215,6 +223,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--serve", action="store_true", help="start keel serve (embedded)")
     parser.add_argument("--tenants", type=int, default=1, help="with --serve: tenants to create")
     parser.add_argument("--rate-limits", help="with --serve: KEEL_RATE_LIMIT_READS and _WRITES")
+    parser.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --serve: extra setting for keel serve, e.g. KEEL_DATABASE_URL=postgresql+…",
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[20])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per step")
     args = parser.parse_args(argv)
@@ -228,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(result.summary(), flush=True)
 
     if args.serve:
-        with _served(args.rate_limits) as (base_url, env, repo):
+        extra = dict(item.split("=", 1) for item in args.serve_env)
+        with _served(args.rate_limits, extra) as (base_url, env, repo):
             keys = [_create_tenant(env, repo, f"load-{i}") for i in range(max(1, args.tenants))]
             run_all(base_url, keys)
     else:
