@@ -245,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.serve:
         extra = dict(item.split("=", 1) for item in args.serve_env)
         with _served(args.rate_limits, extra) as (base_url, env, repo):
-            keys = [_create_tenant(env, repo, f"load-{i}") for i in range(max(1, args.tenants))]
+            keys = [
+                _create_tenant(env, repo, f"load-{os.getpid()}-{i}")
+                for i in range(max(1, args.tenants))
+            ]
             run_all(base_url, keys)
     else:
         if not args.api_key:
