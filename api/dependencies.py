@@ -52,11 +52,22 @@ def admin_token_ok(token: str | None, admin_key_hash: str) -> bool:
     return admin_key_matches(token, admin_key_hash)
 
 
-def current_tenant(request: Request, session: SessionDep) -> str:
+def current_tenant(request: Request) -> str:
     token = _bearer(request)
-    tenant_id = ApiKeyRepository(session).authenticate(token) if token else None
+    # Its own short transaction, not the request's: the key lookup (and the occasional
+    # last_used_at write) commits here and hands the connection back to the pool at once. In the
+    # request's session it held a connection — and on SQLite the write lock — for the whole
+    # route, through a minutes-long upload stream (issue 22: every other tenant's writes and
+    # the worker's heartbeats failed with "database is locked"). The request's session now
+    # takes a connection only at its first query.
+    tenant_id = None
+    if token:
+        with session_scope() as session:
+            tenant_id = ApiKeyRepository(session).authenticate(token)
     if tenant_id is None:
         raise Unauthorized()
+    # After auth, so the counter is the tenant's and an unauthenticated flood counts for no one.
+    request.app.state.rate_limiter.check(tenant_id, request.method)
     return tenant_id
 
 

@@ -17,6 +17,7 @@ from api.jobs.router import router as jobs_router
 from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.quotas.router import router as usage_router
+from api.rate_limit import TenantRateLimiter
 from db.admin_key import resolve_admin_key_hash
 from db.repositories.policy import load_policy_file
 from db.settings import get_settings
@@ -45,6 +46,7 @@ def create_app() -> FastAPI:
     )
     app.state.settings = settings
     app.state.admin_key_hash = resolve_admin_key_hash(settings, _announce_generated_admin_key)
+    app.state.rate_limiter = TenantRateLimiter.from_settings(settings)
     register_error_handlers(app)
     install_metrics(app)
     # Added last, so outermost: the cap applies before any other middleware touches the body.

@@ -1,17 +1,17 @@
-"""`keel serve`: migrate, then run the API (uvicorn), a Celery worker and the reaper as children."""
+"""`keel serve`: migrate, then run the API (uvicorn), a Celery worker and the reaper as children,
+restarted with backoff when one dies (cli.supervisor)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from cli.local_service import api_argv, reaper_argv, worker_argv
+from cli.supervisor import ChildSpec, Supervisor
 
 console = Console(stderr=True)
 
@@ -70,41 +70,27 @@ def serve(
     _check_policy_file()
     _ensure_dirs()
     migrate_database()
-    children: list[subprocess.Popen[bytes]] = []
+    specs: list[ChildSpec] = []
     if not no_worker:
         node = f"keel-worker-{os.getpid()}@%h"
-        children.append(subprocess.Popen(worker_argv(workers, node)))
-        children.append(subprocess.Popen(reaper_argv()))
-    api = subprocess.Popen(api_argv(host, port, log_level="info"))
-    children.append(api)
-    console.print(f"Keel serving on http://{host}:{port} (API docs at /docs)")
-
-    stopping = False
+        specs.append(ChildSpec("worker", worker_argv(workers, node)))
+        specs.append(ChildSpec("reaper", reaper_argv()))
+    specs.append(ChildSpec("api", api_argv(host, port, log_level="info")))
+    supervisor = Supervisor(
+        specs,
+        log=lambda line: console.print(f"keel serve: {line}", markup=False, soft_wrap=True),
+    )
 
     def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        supervisor.stop()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    try:
-        while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    console.print(f"[red]child {child.args!r} exited with {child.returncode}[/red]")
-                    stopping = True
-            time.sleep(0.5)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
+    console.print(f"Keel serving on http://{host}:{port} (API docs at /docs)")
+    code = supervisor.run()
     console.print("Keel stopped")
+    if code:
+        raise typer.Exit(code)
 
 
 def reaper() -> None:

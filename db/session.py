@@ -19,14 +19,28 @@ _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with pre-ping; SQLite gets a busy timeout and foreign keys switched on."""
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 30, pool_timeout: float = 5.0
+) -> Engine:
+    """An engine with pre-ping; SQLite gets a busy timeout and foreign keys switched on.
+
+    Both back ends get the same bounded pool (db.settings: sized to the API's thread pool). A
+    request that finds no free connection within ``pool_timeout`` raises TimeoutError, which
+    the API answers 503 + Retry-After; SQLAlchemy's default 30 s wait on SQLite made 80 clients
+    stall with no answer at all.
+    """
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            pool = {}  # an in-memory database gets SQLAlchemy's single-connection pool
         engine = create_engine(
-            url, pool_pre_ping=True, connect_args={"check_same_thread": False, "timeout": 30}
+            url,
+            pool_pre_ping=True,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            **pool,
         )
 
         @event.listens_for(engine, "connect")
@@ -40,18 +54,22 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=5,
-        pool_timeout=5,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
+        **pool,
     )
 
 
 def get_engine() -> Engine:
     global _engine, _sessionmaker
     if _engine is None:
-        _engine = make_engine(get_settings().database_url)
+        settings = get_settings()
+        _engine = make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+        )
         _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
     return _engine
 

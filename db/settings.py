@@ -77,6 +77,24 @@ class KeelSettings(BaseSettings):
     # Bearer token for /metrics. Unset: open outside production, refused (403) in production.
     metrics_token: str = ""
     policy_file: Path = Path("policy.yaml")
+    # Database connection pool, per process. Sized to the API's concurrency: sync routes and
+    # dependencies run on AnyIO's thread pool of 40, so 10 + 30 overflow means a request thread
+    # never queues for a connection behind the other threads; past that (or with Postgres too
+    # busy), a request waits db_pool_timeout seconds and answers 503 database_unavailable with
+    # Retry-After. Overflow connections are opened only when needed and closed when returned,
+    # so the worker and reaper (a few connections each) pay nothing for the headroom. Keep
+    # (API processes × 40) + workers under Postgres' max_connections (default 100).
+    db_pool_size: int = 10
+    db_max_overflow: int = 30
+    db_pool_timeout: float = 5.0
+    # Per-tenant request rate limits (api.rate_limit), in the `limits` notation: "600/minute",
+    # "20/second;600/minute", or "off". Reads are GET/HEAD; writes are everything else,
+    # uploads included. Generous defaults: the test suite and the demo never reach them.
+    rate_limit_reads: str = "1200/minute"
+    rate_limit_writes: str = "600/minute"
+    # Where the counters live (a `limits` storage URL). Empty: the broker's Redis when
+    # KEEL_BROKER_URL is redis://, shared by every API process; else this process's memory.
+    rate_limit_storage_url: str = ""
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> KeelSettings:
@@ -109,6 +127,11 @@ class KeelSettings(BaseSettings):
             raise ValueError("KEEL_MAX_UPLOAD_BYTES must be positive")
         if self.max_json_body_bytes <= 0:
             raise ValueError("KEEL_MAX_JSON_BODY_BYTES must be positive")
+        if self.db_pool_size <= 0 or self.db_max_overflow < 0 or self.db_pool_timeout <= 0:
+            raise ValueError(
+                "KEEL_DB_POOL_SIZE and KEEL_DB_POOL_TIMEOUT must be positive, "
+                "KEEL_DB_MAX_OVERFLOW not negative"
+            )
         return self
 
     @property
