@@ -186,7 +186,7 @@ def _decode_batch(
             ended = finished
         elif bool(finished.any()):
             keep = (~finished).nonzero().squeeze(-1)
-            alive, tokens, next_pos = alive[keep], tokens[keep], next_pos[keep]
+            alive, tokens, next_pos, ended = alive[keep], tokens[keep], next_pos[keep], ended[keep]
             attention_mask = attention_mask[keep]
             # Columns that are padding in every remaining row carry no information: drop them.
             first_column = int((attention_mask.sum(dim=0) > 0).nonzero()[0])

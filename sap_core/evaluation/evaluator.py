@@ -363,6 +363,9 @@ def _evaluate_one(
             "prompts_per_second": round(len(conversations) / seconds, 3) if seconds else None,
             "judge_seconds": None,
             "utility_seconds": None,
+            # Set by evaluate_safety for the fine-tuned model (adapter merged into a copy).
+            "adapter_merged": False,
+            "merge_seconds": None,
         },
     }
     if framed_replies:
@@ -602,11 +605,13 @@ def evaluate_safety(
         labelled = load_validation_set()
         # Judged once; the confusion shows a provider *how* a configured judge errs (an LLM
         # judge that calls off-task replies compliance inflates the harmful score).
+        validation_started = time.perf_counter()
         confusion = confusion_counts(judge, labelled)
         report["judge_validation"] = {
             "agreement": round(agreement_of(confusion), 4),
             "n": len(labelled),
             "confusion": confusion,
+            "seconds": round(time.perf_counter() - validation_started, 3),
         }
     return finalize_report(
         report, training_curves=training_curves, mix_report=mix_report, thresholds=thresholds

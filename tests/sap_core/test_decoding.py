@@ -15,6 +15,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sap_core.errors import ConfigError
+from sap_core.evaluation import decoding
 from sap_core.evaluation.benign_prompts import benign_prompts
 from sap_core.evaluation.decoding import (
     greedy_decode,
@@ -55,22 +56,45 @@ def _ids(n: int) -> list[list[int]]:
     return [[5 + (7 * i + j) % 40 for j in range(1 + (5 * i) % 11)] for i in range(n)]
 
 
+def _partial_stop(model, prompts: list[list[int]]) -> int:  # type: ignore[no-untyped-def]
+    """A token some rows emit (within 10 steps) and others never: a stop that splits a batch."""
+    full = greedy_decode(model, prompts, max_new_tokens=10, pad_id=0, eos_ids=[10_000])
+    return next(t for reply in full for t in reply if any(t not in other for other in full))
+
+
 def test_batch_shape_and_memory_budget_do_not_change_tokens(tiny) -> None:  # type: ignore[no-untyped-def]
     model, _ = tiny
     prompts = _ids(9)
-    # Token 3 as "end of reply" so some rows finish early and leave their batch.
-    kwargs = {"max_new_tokens": 10, "pad_id": 0, "eos_ids": [3]}
+    stop = _partial_stop(model, prompts)  # some rows finish early and leave their batch
+    kwargs = {"max_new_tokens": 10, "pad_id": 0, "eos_ids": [stop]}
     one_by_one = greedy_decode(model, prompts, max_rows=1, **kwargs)
     batched = greedy_decode(model, prompts, max_rows=9, **kwargs)
     starved = greedy_decode(model, prompts, memory_budget=1, **kwargs)  # one row per batch
     assert batched == one_by_one == starved
-    assert all(len(reply) <= 10 and 3 not in reply for reply in batched)
+    assert all(len(reply) <= 10 and stop not in reply for reply in batched)
+    assert any(len(reply) < 10 for reply in batched)
+    assert any(len(reply) == 10 for reply in batched)
 
 
 def test_rows_finishing_early_leave_the_batch(tiny) -> None:  # type: ignore[no-untyped-def]
     model, _ = tiny
     prompts = _ids(6)
     full = greedy_decode(model, prompts, max_new_tokens=8, pad_id=0, eos_ids=[10_000])
+    # A stop token some rows emit and others never do: those rows leave, the others go on,
+    # and every reply equals its uncut one, cut where the stop token is.
+    stop = next(t for reply in full for t in reply if any(t not in other for other in full))
+    rows_per_step: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: rows_per_step.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        cut = greedy_decode(model, prompts, max_new_tokens=8, pad_id=0, eos_ids=[stop])
+    finally:
+        hook.remove()
+    for reply, whole in zip(cut, full, strict=True):
+        assert reply == whole[: whole.index(stop) if stop in whole else len(whole)]
+    assert rows_per_step[0] == 6
+    assert min(rows_per_step) < 6, "a finished row must leave the batch"
     # Declare the first token each row produced its end of reply: every row stops at once.
     firsts = [reply[0] for reply in full]
     stopped = greedy_decode(model, prompts, max_new_tokens=8, pad_id=0, eos_ids=firsts)
@@ -81,6 +105,17 @@ def test_rows_finishing_early_leave_the_batch(tiny) -> None:  # type: ignore[no-
     for reply, whole in zip(stopped, full, strict=True):
         cut = next((k for k, t in enumerate(whole) if t in firsts), len(whole))
         assert reply == whole[:cut]
+
+
+def test_caches_that_cannot_drop_rows_keep_them_and_give_the_same_tokens(  # type: ignore[no-untyped-def]
+    tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = tiny
+    prompts = _ids(7)
+    kwargs = {"max_new_tokens": 10, "pad_id": 0, "eos_ids": [_partial_stop(model, prompts)]}
+    dropping = greedy_decode(model, prompts, **kwargs)
+    monkeypatch.setattr(decoding, "_can_drop_rows", lambda _cache: False)
+    assert greedy_decode(model, prompts, **kwargs) == dropping
 
 
 def test_rows_for_budget_scales_with_memory_and_is_bounded(tiny) -> None:  # type: ignore[no-untyped-def]

@@ -137,6 +137,20 @@ def test_per_model_rates_are_consistent(report: dict) -> None:
         assert result["timing"]["prompts_per_second"] > 0
 
 
+def test_timing_reports_generation_judge_and_utility_and_the_merge(report: dict) -> None:
+    for result in report["models"].values():
+        timing = result["timing"]
+        assert timing["generated_prompts"] == 6 + 4
+        assert timing["generation_seconds"] > 0
+        assert timing["judge_seconds"] >= 0
+        assert timing["utility_seconds"] > 0  # validation loss + answer accuracy ran
+    assert report["judge_validation"]["seconds"] >= 0
+    tuned = report["models"]["fine_tuned"]["timing"]
+    # The peft model's adapter was merged into a copy for its evaluation.
+    assert tuned["adapter_merged"] is True
+    assert tuned["merge_seconds"] >= 0
+
+
 def test_adapter_changes_the_model_but_base_is_evaluated_without_it(report: dict) -> None:
     base, tuned = report["models"]["base"], report["models"]["fine_tuned"]
     assert base["utility"]["val_loss"] != tuned["utility"]["val_loss"]
