@@ -201,13 +201,19 @@ def validation_loss(
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention_mask[row, : len(ids)] = 1
             labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        # Only positions from the earliest answer's predecessor on need logits: the LM head over
+        # a large vocabulary at every prompt position (and the fp32 copy and log-softmax of
+        # them) would cost more than the rest of the pass for short answers.
+        first = min(prompt_len for _, prompt_len in batch) - 1
         with torch.inference_mode():
             logits = model(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
-            ).logits.float()  # [batch, width, vocab]
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                logits_to_keep=width - first,
+            ).logits.float()  # [batch, width - first, vocab]: positions first .. width-1
         # Position t predicts token t+1.
         shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
-        shift_labels = labels[:, 1:].reshape(-1).to(device)
+        shift_labels = labels[:, first + 1 :].reshape(-1).to(device)
         nll = torch.nn.functional.cross_entropy(
             shift_logits, shift_labels, ignore_index=-100, reduction="sum"
         )

@@ -221,6 +221,26 @@ def test_validation_loss_matches_a_hand_computed_nll(peft_model, tokenizer) -> N
     assert loss == pytest.approx(nll / len(target), rel=1e-4)
 
 
+def test_validation_loss_of_a_padded_batch_equals_one_example_at_a_time(
+    peft_model, tokenizer
+) -> None:  # type: ignore[no-untyped-def]
+    # Contexts and answers of different lengths: right padding, answers starting at different
+    # positions, logits computed only from the earliest answer on.
+    examples = [
+        (build_messages("Pick A or B.", "Answer with one letter."), "B"),
+        (
+            build_messages("A much longer question that asks for one of the two letters, A or B?"),
+            "A",
+        ),
+        (build_messages("Which?"), "a longer free-text answer of several tokens"),
+    ]
+    batched, batched_tokens = validation_loss(peft_model, tokenizer, examples, batch_size=3)
+    singles = [validation_loss(peft_model, tokenizer, [e], batch_size=1) for e in examples]
+    assert batched_tokens == sum(n for _, n in singles)
+    expected = sum(loss * n for loss, n in singles) / batched_tokens
+    assert batched == pytest.approx(expected, rel=1e-5)
+
+
 def test_categorical_detection_and_exact_match() -> None:
     assert is_categorical(["A", "B", "A", "C"])
     assert is_categorical(["positive", "negative", "positive"])
