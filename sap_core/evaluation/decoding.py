@@ -43,10 +43,11 @@ from transformers.cache_utils import DynamicLayer
 
 from sap_core.errors import ConfigError
 
-# Rows per batch at most. On a 2-core CPU measured throughput is flat from ~16 rows up (the
-# matmuls are compute-bound there, docs/benchmarks.md); larger batches only add padding and
-# keep short replies waiting on long ones. A GPU gains from far more rows.
-DEFAULT_MAX_ROWS = {"cpu": 32, "cuda": 128}
+# Rows per batch at most (the memory budget usually allows more). Even on a 2-core CPU larger
+# batches keep paying: CPU seconds per prompt on Qwen2.5-0.5B fell from 8 rows to 96 rows
+# (docs/benchmarks.md), since every decode step reads all weights once whatever the row count.
+# An evaluation (~100-300 prompts) then runs in one to three batches on either device.
+DEFAULT_MAX_ROWS = {"cpu": 128, "cuda": 128}
 # Share of free accelerator memory (or of a fixed CPU allowance) the batch may occupy.
 _CUDA_MEMORY_SHARE = 0.5
 _CPU_MEMORY_BUDGET = 2 * 1024**3
