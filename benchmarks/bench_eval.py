@@ -4,8 +4,8 @@ The fine-tuned model's evaluation is what a job waits on, so both paths generate
 model: the old one as the evaluator ran it (peft model, adapter unmerged, transformers'
 ``generate`` in fixed batches of 8), the new one as it runs now (adapter merged into an
 in-memory copy, :func:`sap_core.evaluation.decoding.greedy_decode`, batches sized by memory,
-finished rows dropped). The prompts are the evaluation's own mix: held-out harmful prompts and
-benign look-alikes (3 : 1 like the default 50 + 20 ... rounded), greedy, 40 new tokens.
+finished rows dropped). The prompts are the evaluation's own kinds: held-out harmful prompts and
+benign look-alikes, 3 : 1, greedy, 40 new tokens.
 
 The adapter has random non-zero weights of a fine-tune's size (r=16 on every attention and MLP
 projection): the numbers are about speed; the replies are compared and the count of identical
