@@ -60,6 +60,10 @@ migrate: install ## apply migrations to KEEL_DATABASE_URL
 bench-sap: install ## SAP vs SFT step time, one process, same batches (last line: the ratio)
 	$(PY) benchmarks/bench_sap.py
 
+bench-eval: install ## evaluation generation, previous vs new path, one process, same prompts (last line: the ratio)
+	.venv/bin/keel models pull $(DEMO_MODEL)
+	$(PY) benchmarks/bench_eval.py --model-dir var/models/$(DEMO_MODEL)
+
 experiment: install ## the measured proof (docs/results.md): 4 datasets x 4 safety settings through the service
 	.venv/bin/keel models pull $(DEMO_MODEL)
 	$(PY) scripts/experiment.py --model $(DEMO_MODEL)
@@ -71,4 +75,4 @@ fmt: install ## format and autofix
 clean: ## remove generated state (var/), keep .venv
 	rm -rf var/
 
-.PHONY: help install services browser models lint test test-gpu demo serve migrate bench-sap experiment fmt clean
+.PHONY: help install services browser models lint test test-gpu demo serve migrate bench-sap bench-eval experiment fmt clean

@@ -76,6 +76,12 @@ class Timing(_Open):
     generated_prompts: int | None = None
     generation_seconds: float | None = None
     prompts_per_second: float | None = None
+    # Beside generation: the judge's and the utility pass's seconds, and whether (and how long)
+    # the adapter was merged into a copy of the weights for the evaluation.
+    judge_seconds: float | None = None
+    utility_seconds: float | None = None
+    adapter_merged: bool | None = None
+    merge_seconds: float | None = None
 
 
 class ModelResult(_Open):
@@ -118,6 +124,8 @@ class JudgeValidation(_Open):
     agreement: float | None = None
     n: int | None = None
     confusion: dict[str, Any] | None = None
+    # Wall seconds the judge took on the hand-labelled set.
+    seconds: float | None = None
 
 
 class GateDecision(_Open):

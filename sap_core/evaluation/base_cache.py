@@ -20,8 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-# 2: utility gained final_number_match; 3: its budget is capped at max_new_tokens.
-CACHE_FORMAT_VERSION = 3
+# 2: utility gained final_number_match; 3: its budget is capped at max_new_tokens;
+# 4: timing gained judge_seconds and utility_seconds, replies come from the memory-batched
+# decoder (sap_core.evaluation.decoding).
+CACHE_FORMAT_VERSION = 4
 
 
 def cache_key(payload: dict[str, Any]) -> str:

@@ -11,7 +11,8 @@ For the fine-tuned model and (when available) its base, the evaluator
    final number when every answer states one (worked arithmetic),
 
 and returns the typed report (:class:`safety_report.SafetyReport`; ``to_json()`` is what is
-stored) with Wilson 95 % intervals, sample sizes, seeds, timing,
+stored) with Wilson 95 % intervals, sample sizes, seeds, timing (generation, judge and utility
+seconds per model, prompts/s),
 a few benign samples, training curves and mix report (passed in), the policy verdict (when
 thresholds are given) and base64 PNG figures. Replies to harmful prompts are never stored: only
 a label per prompt id.
@@ -51,6 +52,7 @@ from safety_report import Verdict as ReportVerdict
 from sap_core.errors import ConfigError, EvaluationError
 from sap_core.evaluation.base_cache import BaseEvaluationCache, cache_key
 from sap_core.evaluation.benign_prompts import BENIGN_LOOKALIKE_PROMPTS, benign_prompts
+from sap_core.evaluation.decoding import merged_for_evaluation
 from sap_core.evaluation.generation import (
     ChatMessages,
     build_messages,
@@ -107,7 +109,8 @@ class SafetyEvalConfig:
         num_harmful: Held-out harmful prompts to evaluate (ignored when ``prompts`` is given).
         num_benign: Benign look-alike prompts for over-refusal.
         max_new_tokens: Greedy generation budget per reply.
-        batch_size: Prompts per ``generate`` call (and examples per loss batch).
+        batch_size: Examples per validation-loss batch. Generation batches are sized by
+            memory (:mod:`sap_core.evaluation.decoding`), not by this number.
         seed: Seed of the harmful and benign prompt samples.
         judge: ``keyword`` (default, no weights), ``classifier`` or ``llm``.
         judge_model_dir: Local HF dir of the classifier / LLM judge.
@@ -122,7 +125,7 @@ class SafetyEvalConfig:
     num_harmful: int = field(default=50, metadata={"help": "held-out harmful prompts"})
     num_benign: int = field(default=20, metadata={"help": "benign look-alike prompts"})
     max_new_tokens: int = field(default=40, metadata={"help": "tokens generated per reply"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+    batch_size: int = field(default=8, metadata={"help": "examples per validation-loss batch"})
     seed: int = field(default=0, metadata={"help": "prompt sampling seed"})
     judge: str = field(default="keyword", metadata={"help": "keyword | classifier | llm"})
     judge_model_dir: str | None = field(default=None, metadata={"help": "judge HF dir"})
@@ -208,13 +211,19 @@ def validation_loss(
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention_mask[row, : len(ids)] = 1
             labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        # Only positions from the earliest answer's predecessor on need logits: the LM head over
+        # a large vocabulary at every prompt position (and the fp32 copy and log-softmax of
+        # them) would cost more than the rest of the pass for short answers.
+        first = min(prompt_len for _, prompt_len in batch) - 1
         with torch.inference_mode():
             logits = model(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
-            ).logits.float()  # [batch, width, vocab]
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                logits_to_keep=width - first,
+            ).logits.float()  # [batch, width - first, vocab]: positions first .. width-1
         # Position t predicts token t+1.
         shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
-        shift_labels = labels[:, 1:].reshape(-1).to(device)
+        shift_labels = labels[:, first + 1 :].reshape(-1).to(device)
         nll = torch.nn.functional.cross_entropy(
             shift_logits, shift_labels, ignore_index=-100, reduction="sum"
         )
@@ -347,15 +356,15 @@ def _evaluate_one(
         conversations += [framing.messages(t) for t in texts]
     say(f"generating {len(conversations)} replies")
     started = time.perf_counter()
-    replies = generate_from_messages(
-        model, tokenizer, conversations, config.max_new_tokens, config.batch_size
-    )
+    # No batch size: the decoder sizes its batches by memory.
+    replies = generate_from_messages(model, tokenizer, conversations, config.max_new_tokens)
     seconds = time.perf_counter() - started
     n_harmful, n_benign = len(texts), len(benign)
     harmful_replies = replies[:n_harmful]
     benign_replies = replies[n_harmful : n_harmful + n_benign]
     framed_replies = replies[n_harmful + n_benign :]
     say("judging replies")
+    judge_started = time.perf_counter()
     benign_labels = judge.judge(list(benign), benign_replies)
     benign_counts = Counter(label.value for label in benign_labels)
     result: dict[str, Any] = {
@@ -377,6 +386,11 @@ def _evaluate_one(
             "generated_prompts": len(conversations),
             "generation_seconds": round(seconds, 3),
             "prompts_per_second": round(len(conversations) / seconds, 3) if seconds else None,
+            "judge_seconds": None,
+            "utility_seconds": None,
+            # Set by evaluate_safety for the fine-tuned model (adapter merged into a copy).
+            "adapter_merged": False,
+            "merge_seconds": None,
         },
     }
     if framed_replies:
@@ -384,6 +398,8 @@ def _evaluate_one(
         result["harmful_task_format"] = _judged_harmful(
             judge, harmful, framed_replies, config.task_framing
         )
+    result["timing"]["judge_seconds"] = round(time.perf_counter() - judge_started, 3)
+    utility_started = time.perf_counter()
     if utility:
         say(f"utility on {len(utility)} validation conversations")
         loss, tokens = validation_loss(model, tokenizer, utility, config.batch_size)
@@ -393,6 +409,8 @@ def _evaluate_one(
             say(f"answer accuracy ({rule}) on {len(utility)} validation conversations")
             # The rule's name is also its field: "exact_match" or "final_number_match".
             result["utility"][rule] = _answer_accuracy(model, tokenizer, config, utility, rule)
+    # Validation loss and answer accuracy together (0 when there is no validation data).
+    result["timing"]["utility_seconds"] = round(time.perf_counter() - utility_started, 3)
     return _ModelRun(result=result, benign_replies=benign_replies)
 
 
@@ -412,9 +430,7 @@ def _answer_accuracy(
         needed, matches = _NUMERIC_BUDGET_FACTOR * longest + 8, final_number_match
     # Never more than the safety passes' per-reply budget.
     budget = min(config.max_new_tokens, needed)
-    replies = generate_from_messages(
-        model, tokenizer, [context for context, _ in utility], budget, config.batch_size
-    )
+    replies = generate_from_messages(model, tokenizer, [context for context, _ in utility], budget)
     hits = sum(matches(r, a) for r, (_, a) in zip(replies, utility, strict=True))
     return proportion(hits, len(utility)).to_dict()
 
@@ -568,7 +584,20 @@ def evaluate_safety(
             if base_cache is not None and key is not None:
                 base_cache.store(key, run.result, list(run.benign_replies))
     say("evaluating fine-tuned model")
-    run = _evaluate_one(model, tokenizer, config, judge, harmful, benign, utility, rule, say)
+    # The adapter merged into an in-memory copy of the weights (one matmul per layer instead of
+    # three); the copy is dropped right after, and the adapter file is untouched.
+    merge_started = time.perf_counter()
+    evaluated = merged_for_evaluation(model)
+    merge_seconds = time.perf_counter() - merge_started
+    adapter_merged = evaluated is not model
+    try:
+        run = _evaluate_one(
+            evaluated, tokenizer, config, judge, harmful, benign, utility, rule, say
+        )
+    finally:
+        del evaluated
+    run.result["timing"]["adapter_merged"] = adapter_merged
+    run.result["timing"]["merge_seconds"] = round(merge_seconds, 3)
     models["fine_tuned"], benign_replies["fine_tuned"] = run.result, run.benign_replies
 
     samples = [
@@ -604,9 +633,13 @@ def evaluate_safety(
         labelled = load_validation_set()
         # Judged once; the confusion shows a provider *how* a configured judge errs (an LLM
         # judge that calls off-task replies compliance inflates the harmful score).
+        validation_started = time.perf_counter()
         confusion = confusion_counts(judge, labelled)
         report.judge_validation = JudgeValidation(
-            agreement=round(agreement_of(confusion), 4), n=len(labelled), confusion=confusion
+            agreement=round(agreement_of(confusion), 4),
+            n=len(labelled),
+            confusion=confusion,
+            seconds=round(time.perf_counter() - validation_started, 3),
         )
     return finalize_report(
         report, training_curves=training_curves, mix_report=mix_report, thresholds=thresholds

@@ -5,6 +5,10 @@ little padding), left-padded (so every row's last prompt token sits at the same 
 first generated token follows it directly) and decoded greedily with the KV cache on. Replies
 come back in the caller's order.
 
+Decoding itself is :func:`sap_core.evaluation.decoding.greedy_decode` (batches sized by memory,
+finished rows dropped). ``legacy=True`` keeps the previous path (fixed batches through
+transformers' ``generate``) callable for the benchmark and the fidelity test.
+
 Example::
 
     replies = generate_replies(model, tokenizer, ["What is the capital of France?"],
@@ -20,6 +24,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from sap_core.errors import ConfigError
+from sap_core.evaluation.decoding import greedy_decode
 
 ChatMessages = list[dict[str, str]]
 
@@ -160,7 +165,9 @@ def generate_from_messages(
     tokenizer: PreTrainedTokenizerBase,
     conversations: Sequence[ChatMessages],
     max_new_tokens: int,
-    batch_size: int,
+    batch_size: int | None = None,
+    *,
+    legacy: bool = False,
 ) -> list[str]:
     """Greedy replies to several conversations, batched with left padding and a KV cache.
 
@@ -169,7 +176,10 @@ def generate_from_messages(
         tokenizer: Its tokenizer.
         conversations: Chat message lists, each ending with a user turn.
         max_new_tokens: Generation budget per reply.
-        batch_size: Prompts per ``generate`` call.
+        batch_size: Rows per batch at most; None sizes batches by memory
+            (:func:`~sap_core.evaluation.decoding.greedy_decode`). With ``legacy`` the fixed
+            number of prompts per ``generate`` call (default 8).
+        legacy: Use the previous ``generate``-based path (benchmark and fidelity test).
 
     Returns:
         The decoded replies (special tokens removed, whitespace stripped), in input order.
@@ -177,7 +187,7 @@ def generate_from_messages(
     Raises:
         ConfigError: If ``max_new_tokens`` or ``batch_size`` is not positive.
     """
-    if max_new_tokens < 1 or batch_size < 1:
+    if max_new_tokens < 1 or (batch_size is not None and batch_size < 1):
         raise ConfigError(
             f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}"
         )
@@ -185,6 +195,34 @@ def generate_from_messages(
         return []
     token_ids = _encode_conversations(tokenizer, conversations)
     pad_id = _pad_token_id(tokenizer)
+    if not legacy:
+        was_training = model.training
+        model.eval()
+        try:
+            new_ids = greedy_decode(
+                model,
+                token_ids,
+                max_new_tokens=max_new_tokens,
+                pad_id=pad_id,
+                eos_ids=_eos_token_ids(model, tokenizer),
+                max_rows=batch_size,
+            )
+        finally:
+            if was_training:
+                model.train()
+        return [str(tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids in new_ids]
+    return _legacy_generate(model, tokenizer, token_ids, pad_id, max_new_tokens, batch_size or 8)
+
+
+def _legacy_generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    token_ids: list[list[int]],
+    pad_id: int,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[str]:
+    """The previous path: fixed batches of ``batch_size`` through transformers' ``generate``."""
     generation_config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
@@ -227,8 +265,10 @@ def generate_replies(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_new_tokens: int = 40,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     system_prompt: str | None = None,
+    *,
+    legacy: bool = False,
 ) -> list[str]:
     """Greedy single-turn replies to ``prompts`` (see :func:`generate_from_messages`).
 
@@ -237,11 +277,14 @@ def generate_replies(
         tokenizer: Its tokenizer.
         prompts: User messages.
         max_new_tokens: Generation budget per reply.
-        batch_size: Prompts per ``generate`` call.
+        batch_size: Rows per batch at most (None: sized by memory).
         system_prompt: Optional system message put before every prompt.
+        legacy: Use the previous ``generate``-based path.
 
     Returns:
         One reply per prompt, in input order.
     """
     conversations = [build_messages(p, system_prompt) for p in prompts]
-    return generate_from_messages(model, tokenizer, conversations, max_new_tokens, batch_size)
+    return generate_from_messages(
+        model, tokenizer, conversations, max_new_tokens, batch_size, legacy=legacy
+    )

@@ -149,6 +149,20 @@ def test_per_model_rates_are_consistent(report: dict) -> None:
         assert result["timing"]["prompts_per_second"] > 0
 
 
+def test_timing_reports_generation_judge_and_utility_and_the_merge(report: dict) -> None:
+    for result in report["models"].values():
+        timing = result["timing"]
+        assert timing["generated_prompts"] == 6 + 4
+        assert timing["generation_seconds"] > 0
+        assert timing["judge_seconds"] >= 0
+        assert timing["utility_seconds"] > 0  # validation loss + answer accuracy ran
+    assert report["judge_validation"]["seconds"] >= 0
+    tuned = report["models"]["fine_tuned"]["timing"]
+    # The peft model's adapter was merged into a copy for its evaluation.
+    assert tuned["adapter_merged"] is True
+    assert tuned["merge_seconds"] >= 0
+
+
 def test_adapter_changes_the_model_but_base_is_evaluated_without_it(report: dict) -> None:
     base, tuned = report["models"]["base"], report["models"]["fine_tuned"]
     assert base["utility"]["val_loss"] != tuned["utility"]["val_loss"]
@@ -220,6 +234,26 @@ def test_validation_loss_matches_a_hand_computed_nll(peft_model, tokenizer) -> N
     nll = -sum(float(logprobs[len(prompt) - 1 + i, t]) for i, t in enumerate(target))
     assert tokens == len(target)
     assert loss == pytest.approx(nll / len(target), rel=1e-4)
+
+
+def test_validation_loss_of_a_padded_batch_equals_one_example_at_a_time(
+    peft_model, tokenizer
+) -> None:  # type: ignore[no-untyped-def]
+    # Contexts and answers of different lengths: right padding, answers starting at different
+    # positions, logits computed only from the earliest answer on.
+    examples = [
+        (build_messages("Pick A or B.", "Answer with one letter."), "B"),
+        (
+            build_messages("A much longer question that asks for one of the two letters, A or B?"),
+            "A",
+        ),
+        (build_messages("Which?"), "a longer free-text answer of several tokens"),
+    ]
+    batched, batched_tokens = validation_loss(peft_model, tokenizer, examples, batch_size=3)
+    singles = [validation_loss(peft_model, tokenizer, [e], batch_size=1) for e in examples]
+    assert batched_tokens == sum(n for _, n in singles)
+    expected = sum(loss * n for loss, n in singles) / batched_tokens
+    assert batched == pytest.approx(expected, rel=1e-5)
 
 
 def test_categorical_detection_and_exact_match() -> None:
