@@ -27,7 +27,8 @@ def read_dataset(path: Path) -> list[Conversation]:
         report = validate_jsonl(handle, keep=True)
     if not report.ok:
         for error in report.errors[:10]:
-            console.print(f"[red]{path}:[/red] {error}")
+            # soft_wrap: one line per error however long the path (scripts grep these lines).
+            console.print(f"[red]{path}:[/red] {error}", soft_wrap=True)
         raise typer.Exit(1)
     return report.conversations
 
