@@ -42,6 +42,9 @@ E2E_POLICY = {
         "default_ratio": 0.25,
         "max_ratio": 1.0,
         "refusal_source": "template",
+        # Plumbing tests: the base model's own look-alike answers are tested in the recipe test;
+        # generating them here would only lengthen every live job.
+        "contrast_source": "written",
     },
     "screening": {"enabled": True, "max_flagged_fraction": 0.05},
     "evaluation": {
