@@ -13,6 +13,12 @@ only what greedy decoding needs, and avoids the costs a general-purpose ``genera
   from the inputs and from every layer's KV cache, so a batch of short refusals and a few long
   answers costs the long answers' steps on a handful of rows only. Padding columns no remaining
   row needs are trimmed from the cache at the same time.
+* **The shared prompt prefix is prefilled once** per batch: every evaluation prompt starts
+  with the same chat-template head (Qwen2.5's system prompt and turn markers: 24 of an average
+  43 prompt tokens), so its keys and values are computed for one row and expanded to all rows;
+  only the rows' own suffixes are prefilled in batch. Rows are then ``[prefix][pad][suffix]``:
+  the padding sits between the two parts, masked, and position ids count real tokens only, so
+  each row sees exactly the positions it would see alone.
 * **Logits for the last position only** during prefill (``logits_to_keep=1``): the LM head of a
   152k-token vocabulary over every prompt position is a large share of prefill otherwise.
 * **The adapter merged into a copy of the weights** (:func:`merged_for_evaluation`): unmerged
@@ -139,6 +145,42 @@ def _select_rows(cache: DynamicCache, keep: torch.Tensor, first_column: int) -> 
         layer.values = values[keep, :, first_column:, :]
 
 
+def shared_prefix_length(batch: Sequence[list[int]]) -> int:
+    """Tokens every prompt of ``batch`` starts with, leaving each row at least one of its own.
+
+    The last prompt token must go through the batched prefill (its logits are the first reply
+    token's), hence the cap of the shortest prompt's length minus one.
+    """
+    if not batch:
+        return 0
+    first, limit = batch[0], min(len(ids) for ids in batch) - 1
+    length = 0
+    while length < limit and all(ids[length] == first[length] for ids in batch):
+        length += 1
+    return length
+
+
+def _prefill_shared_prefix(
+    model: PreTrainedModel, prefix: list[int], rows: int, cache: DynamicCache, device: torch.device
+) -> None:
+    """Fill ``cache`` with the prefix's keys and values, computed once and shared by ``rows``.
+
+    The prefix runs as one row ([1, prefix_len]); each layer's [1, kv_heads, prefix_len,
+    head_dim] keys and values are then expanded (a view, no copy) to ``rows`` rows. The first
+    ``torch.cat`` the cache does on the next forward pass materialises them per row.
+    """
+    model(
+        input_ids=torch.tensor([prefix], dtype=torch.long, device=device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    for layer in cache.layers:
+        if isinstance(layer, DynamicLayer) and layer.keys is not None and layer.keys.numel():
+            layer.keys = layer.keys.expand(rows, -1, -1, -1)
+            layer.values = layer.values.expand(rows, -1, -1, -1)
+
+
 def _decode_batch(
     model: PreTrainedModel,
     batch: Sequence[list[int]],
@@ -148,17 +190,26 @@ def _decode_batch(
     device: torch.device,
 ) -> list[list[int]]:
     """Greedy new tokens (end-of-turn excluded) for one batch of prompts, in batch order."""
-    width = max(len(ids) for ids in batch)
     rows = len(batch)
-    # [rows, width] left-padded ids and mask: the last column holds every row's last token.
-    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((rows, width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, width - len(ids) :] = 1
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    positions = _position_ids(attention_mask)
     cache = DynamicCache(config=model.config)
+    droppable = _can_drop_rows(cache)
+    # Shared-prefix reuse expands plain full-attention caches only (like dropping rows).
+    prefix_len = shared_prefix_length(batch) if droppable and rows > 1 else 0
+    if prefix_len:
+        _prefill_shared_prefix(model, batch[0][:prefix_len], rows, cache, device)
+    suffixes = [ids[prefix_len:] for ids in batch]
+    width = max(len(ids) for ids in suffixes)
+    # [rows, width] left-padded suffix ids and mask: the last column holds every row's last token.
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    suffix_mask = torch.zeros((rows, width), dtype=torch.long)
+    for row, ids in enumerate(suffixes):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        suffix_mask[row, width - len(ids) :] = 1
+    input_ids, suffix_mask = input_ids.to(device), suffix_mask.to(device)
+    # The mask covers the cached prefix and the suffix: [rows, prefix_len + width].
+    attention_mask = torch.cat([suffix_mask.new_ones((rows, prefix_len)), suffix_mask], dim=1)
+    positions = _position_ids(suffix_mask) + prefix_len
+    positions = positions.masked_fill(suffix_mask == 0, 1)
     out: list[list[int]] = [[] for _ in batch]
     alive = torch.arange(rows, device=device)  # batch index of each remaining row
     logits = model(
@@ -170,7 +221,6 @@ def _decode_batch(
         logits_to_keep=1,
     ).logits  # [rows, 1, vocab]
     next_pos = positions[:, -1] + 1  # [rows]
-    droppable = _can_drop_rows(cache)
     # Rows that ended but stay in the batch (only where the cache cannot drop rows).
     ended = torch.zeros(rows, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):

@@ -76,6 +76,35 @@ def test_batch_shape_and_memory_budget_do_not_change_tokens(tiny) -> None:  # ty
     assert any(len(reply) == 10 for reply in batched)
 
 
+def test_shared_prefix_is_prefilled_once_and_changes_no_token(tiny) -> None:  # type: ignore[no-untyped-def]
+    model, _ = tiny
+    head = [7, 8, 9, 10, 11, 12]  # a chat-template-like head every prompt starts with
+    prompts = [head + ids for ids in _ids(9)]
+    assert decoding.shared_prefix_length(prompts) == len(head)
+    stop = _partial_stop(model, prompts)
+    kwargs = {"max_new_tokens": 10, "pad_id": 0, "eos_ids": [stop]}
+    one_by_one = greedy_decode(model, prompts, max_rows=1, **kwargs)  # no prefix to share
+    calls: list[tuple[int, ...]] = []
+    handle = model.register_forward_pre_hook(
+        lambda _m, _a, kw: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        batched = greedy_decode(model, prompts, max_rows=9, **kwargs)
+    finally:
+        handle.remove()
+    assert batched == one_by_one
+    # The head ran once as one row; the batched prefill saw only the rows' own suffixes.
+    assert calls[0] == (1, len(head))
+    assert calls[1] == (9, max(len(p) for p in prompts) - len(head))
+
+
+def test_shared_prefix_leaves_every_row_one_token_of_its_own() -> None:
+    assert decoding.shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert decoding.shared_prefix_length([[1, 2], [3, 4]]) == 0
+    assert decoding.shared_prefix_length([[5]]) == 0
+    assert decoding.shared_prefix_length([]) == 0
+
+
 def test_rows_finishing_early_leave_the_batch(tiny) -> None:  # type: ignore[no-untyped-def]
     model, _ = tiny
     prompts = _ids(6)
