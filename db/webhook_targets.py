@@ -27,6 +27,10 @@ class TargetRefused(ValueError):
     """A URL or address a webhook must not be sent to; the message says why (no secrets)."""
 
 
+class AddressRefused(TargetRefused):
+    """The host resolves to an address the policy does not allow."""
+
+
 class Unresolvable(TargetRefused):
     """The host does not resolve now (refused at registration, retried at delivery)."""
 
@@ -112,5 +116,7 @@ def checked_addresses(host: str, port: int, allowed: Sequence[IPNetwork]) -> lis
     for address in addresses:
         why = address_refusal(address, allowed)
         if why is not None:
-            raise TargetRefused(f"resolves to {why} ({address}), which the provider does not allow")
+            raise AddressRefused(
+                f"resolves to {why} ({address}), which the provider does not allow"
+            )
     return addresses

@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
-from db.session import session_scope
 from db.repositories.webhooks import WebhookOutboxRepository
+from db.session import session_scope
 from db.settings import get_settings
-from worker.queue import enqueue_fine_tuning_job, enqueue_webhook_delivery
+from db.webhook_events import JobWebhookEvent
+from worker.queue import enqueue_fine_tuning_job, enqueue_webhook_delivery, record_job_webhooks
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.reaper")
@@ -35,13 +36,15 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
             if job is None:
                 continue
             if job.attempts >= settings.max_attempts:
-                jobs.finish(
+                finished = jobs.finish(
                     job_id,
                     job.fencing_token,
                     "failed",
                     error_code="worker_lost",
                     error_message=f"The job's worker stopped responding {job.attempts} times.",
                 )
+                if finished:
+                    record_job_webhooks(session, job.tenant_id, job_id, JobWebhookEvent.FAILED)
                 events.append(
                     job_id,
                     job.tenant_id,

@@ -46,9 +46,7 @@ class WebhookDelivery(Base):
     # "wh_…": the webhook-id header, the same on every retry (receivers deduplicate on it).
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id"))
-    endpoint_id: Mapped[str] = mapped_column(
-        ForeignKey("webhook_endpoint.id", ondelete="CASCADE")
-    )
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
     # "evt_…": the event's id inside the payload, shared by every endpoint it went to.
     event_id: Mapped[str] = mapped_column(String(64))
     event_type: Mapped[str] = mapped_column(String(64))

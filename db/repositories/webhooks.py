@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -117,7 +117,7 @@ class WebhookEndpointRepository:
     def delete(self, endpoint: WebhookEndpoint) -> None:
         """The endpoint and its deliveries (pending ones are never sent)."""
         self.session.execute(
-            WebhookDelivery.__table__.delete().where(WebhookDelivery.endpoint_id == endpoint.id)
+            delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
         )
         self.session.delete(endpoint)
         self.session.flush()
