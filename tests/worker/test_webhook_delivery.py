@@ -4,6 +4,7 @@ with the unchanged `openai` SDK (`client.webhooks.unwrap`) and with `standardweb
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from tests.fixtures.db import ROOT, TEST_POLICY
 from tests.fixtures.factories import make_file, make_job, make_tenant
 from tests.fixtures.webhook_receiver import SDK, Receiver, wait_for
 from worker.queue import record_job_webhooks
-from worker.webhooks import deliver, retry_delay, signed_headers
+from worker.webhooks import _pinned_url, deliver, retry_delay, signed_headers
 
 # Short retries for the tests; the production defaults are in db.settings.
 FAST = {
@@ -272,6 +273,29 @@ def test_retries_last_at_least_the_window_then_give_up(
     assert recorded.status == "failed"
     assert recorded.attempts == 2
     assert recorded.last_status_code == 503
+
+
+def test_a_slow_receiver_times_out_and_is_retried(
+    fast: None, receiver: Receiver, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_WEBHOOK_TIMEOUT_SECONDS", "0.5")
+    get_settings.cache_clear()
+    tenant_id, endpoint = _endpoint(session, receiver.url)
+    receiver.secret = endpoint.secret
+    receiver.delay = 2.0
+    delivery_id = _record_without_handoff(tenant_id, JobWebhookEvent.SUCCEEDED)
+    assert deliver(delivery_id) is not None  # a retry is scheduled
+    recorded = _delivery(delivery_id)
+    assert recorded.status == "pending"
+    assert recorded.last_error == "timeout"
+    assert recorded.last_status_code is None
+
+
+def test_the_request_goes_to_the_checked_address_with_the_url_kept() -> None:
+    v4 = ipaddress.ip_address("203.0.113.7")
+    v6 = ipaddress.ip_address("2001:db8::1")
+    assert _pinned_url("https://hooks.example.com/a/b?x=1", v4) == "https://203.0.113.7/a/b?x=1"
+    assert _pinned_url("https://hooks.example.com:8443", v6) == "https://[2001:db8::1]:8443/"
 
 
 def test_the_default_schedule_retries_for_at_least_24_hours() -> None:
