@@ -83,6 +83,9 @@ def check_url(url: str, *, require_https: bool) -> tuple[str, str, int]:
     host = parts.hostname
     if not host:
         raise TargetRefused("has no host")
+    if not host.isascii() or not parts.netloc.isascii():
+        # The Host header and TLS name must be ASCII: the customer gives the punycode form.
+        raise TargetRefused("must have an ASCII host (use the punycode form, xn--…)")
     return scheme, host, port or (443 if scheme == "https" else 80)
 
 

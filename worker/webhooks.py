@@ -147,15 +147,19 @@ def deliver(
     if not enabled:
         result = AttemptResult(None, "endpoint disabled", refused=True)
     else:
-        result = post_signed(
-            url,
-            secret,
-            delivery_id,
-            payload,
-            allowed_ranges=allowed,
-            require_https=settings.env == Environment.PRODUCTION,
-            timeout=settings.webhook_timeout_seconds,
-        )
+        try:
+            result = post_signed(
+                url,
+                secret,
+                delivery_id,
+                payload,
+                allowed_ranges=allowed,
+                require_https=settings.env == Environment.PRODUCTION,
+                timeout=settings.webhook_timeout_seconds,
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt, never a stuck row
+            log.exception("webhook %s: unexpected error while sending", delivery_id)
+            result = AttemptResult(None, f"send error ({type(exc).__name__})")
     finished = datetime.now(UTC)
     countdown: float | None = None
     with session_scope() as session:

@@ -129,6 +129,7 @@ def test_another_tenants_endpoint_answers_like_a_missing_one(
         ("http:///hook", "invalid_webhook_url"),
         ("http://example.com:99999/hook", "invalid_webhook_url"),
         ("not a url", "invalid_webhook_url"),
+        ("https://bücher.example/hook", "invalid_webhook_url"),
     ],
 )
 def test_refused_destinations_name_the_url(
