@@ -18,6 +18,7 @@ from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.quotas.router import router as usage_router
 from api.rate_limit import TenantRateLimiter
+from api.webhooks.router import router as webhooks_router
 from db.admin_key import resolve_admin_key_hash
 from db.repositories.policy import load_policy_file
 from db.settings import get_settings
@@ -61,6 +62,7 @@ def create_app() -> FastAPI:
         jobs_router,
         models_router,
         usage_router,
+        webhooks_router,
         admin_router,
     ):
         app.include_router(router)

@@ -62,6 +62,16 @@ def worker_argv(concurrency: int, node_name: str) -> list[str]:
     ]
 
 
+def webhook_worker_argv(concurrency: int, node_name: str) -> list[str]:
+    """A Celery worker on the webhooks queue only: threads (the task waits on the network), so
+    a slow or dead receiver ties up one of these threads, never a training worker."""
+    return [
+        *[sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"],
+        *["-Q", "webhooks", "-c", str(concurrency), "--pool", "threads", "--loglevel", "INFO"],
+        *["-n", node_name],
+    ]
+
+
 def reaper_argv() -> list[str]:
     return [sys.executable, "-m", "worker.reaper"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from cli.local_service import api_argv, reaper_argv, worker_argv
+from cli.local_service import api_argv, reaper_argv, webhook_worker_argv, worker_argv
 from cli.supervisor import ChildSpec, Supervisor
 
 console = Console(stderr=True)
@@ -66,7 +66,7 @@ def serve(
     workers: int = typer.Option(1, help="Celery worker processes (one per GPU in production)"),
     no_worker: bool = typer.Option(False, "--no-worker", help="Run only the API"),
 ) -> None:
-    """Run the API, a Celery worker and the reaper until Ctrl-C / SIGTERM."""
+    """Run the API, a Celery worker, the webhooks worker and the reaper until Ctrl-C / SIGTERM."""
     _check_policy_file()
     _ensure_dirs()
     migrate_database()
@@ -74,6 +74,9 @@ def serve(
     if not no_worker:
         node = f"keel-worker-{os.getpid()}@%h"
         specs.append(ChildSpec("worker", worker_argv(workers, node)))
+        # Webhooks on their own queue and worker: a dead receiver never delays training.
+        hooks = f"keel-webhooks-{os.getpid()}@%h"
+        specs.append(ChildSpec("webhooks", webhook_worker_argv(4, hooks)))
         specs.append(ChildSpec("reaper", reaper_argv()))
     specs.append(ChildSpec("api", api_argv(host, port, log_level="info")))
     supervisor = Supervisor(

@@ -15,6 +15,10 @@ REPORT_PREFIX = "safrep_"
 POLICY_PREFIX = "pol_"
 ADMIN_KEY_PREFIX = "adk_"
 AUDIT_PREFIX = "audit_"
+WEBHOOK_ENDPOINT_PREFIX = "we_"
+# The webhook-id header (OpenAI's deliveries use "wh_…") and the event id in the payload.
+WEBHOOK_DELIVERY_PREFIX = "wh_"
+WEBHOOK_EVENT_PREFIX = "evt_"
 
 
 def new_id(prefix: str) -> str:

@@ -15,9 +15,17 @@ values fail at the door with a 400, not as a crashed job.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,64}$")]
@@ -185,6 +193,26 @@ class QuotasSection(_Strict):
     max_stored_bytes: Annotated[int, Field(ge=0)] | None = 10 * 1024**3
 
 
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+
+
+class WebhooksSection(_Strict):
+    """Where customers' webhooks may go (db.webhook_targets)."""
+
+    # Address ranges otherwise refused (loopback, link-local, private, metadata…) that webhooks
+    # may be sent to, e.g. ["10.20.0.0/16"] for receivers inside the provider's own network.
+    allowed_private_ranges: Annotated[
+        list[Annotated[str, Field(max_length=64), AfterValidator(_network)]],
+        Field(max_length=64),
+    ] = []
+    # Endpoints one tenant may register.
+    max_endpoints_per_tenant: Annotated[int, Field(ge=1, le=1000)] = 20
+
+
 class PolicyDocument(_Strict):
     allowed_models: list[Annotated[str, Field(min_length=1, max_length=200)]]
     customer_may_change: CustomerMayChange = CustomerMayChange()
@@ -195,6 +223,7 @@ class PolicyDocument(_Strict):
     gate: GateSection = GateSection()
     training: TrainingSection = TrainingSection()
     quotas: QuotasSection = QuotasSection()
+    webhooks: WebhooksSection = WebhooksSection()
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -95,6 +95,21 @@ class KeelSettings(BaseSettings):
     # Where the counters live (a `limits` storage URL). Empty: the broker's Redis when
     # KEEL_BROKER_URL is redis://, shared by every API process; else this process's memory.
     rate_limit_storage_url: str = ""
+    # Webhooks (worker.webhooks; where they may go is the policy's `webhooks` section).
+    # Per attempt: connect, write and read each time out after this many seconds.
+    webhook_timeout_seconds: float = 10.0
+    # Retry delays: exponential from the base, capped, with jitter (each delay is drawn from
+    # [d/2, d]); retried until an attempt fails past the window (at least 24 h after the event).
+    webhook_retry_base_seconds: float = 5.0
+    webhook_retry_max_interval_seconds: float = 3600.0
+    webhook_retry_window_seconds: float = 24 * 3600.0
+    # A delivery not handed to the webhooks queue within this long after its commit (the
+    # process died between commit and send, the broker was down) is handed over by the reaper.
+    webhook_dispatch_grace_seconds: float = 60.0
+    # Retries due within this many seconds are scheduled on the queue (countdown); later ones
+    # wait in the outbox for the reaper's dispatcher (long countdowns do not survive a broker's
+    # visibility timeout).
+    webhook_inline_retry_max_seconds: float = 300.0
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> KeelSettings:
@@ -127,6 +142,10 @@ class KeelSettings(BaseSettings):
             raise ValueError("KEEL_MAX_UPLOAD_BYTES must be positive")
         if self.max_json_body_bytes <= 0:
             raise ValueError("KEEL_MAX_JSON_BODY_BYTES must be positive")
+        if min(self.webhook_timeout_seconds, self.webhook_retry_base_seconds) <= 0:
+            raise ValueError(
+                "KEEL_WEBHOOK_TIMEOUT_SECONDS and KEEL_WEBHOOK_RETRY_BASE_SECONDS must be positive"
+            )
         if self.db_pool_size <= 0 or self.db_max_overflow < 0 or self.db_pool_timeout <= 0:
             raise ValueError(
                 "KEEL_DB_POOL_SIZE and KEEL_DB_POOL_TIMEOUT must be positive, "

@@ -16,10 +16,12 @@ from db.repositories.files import FileRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.safety_reports import SafetyReportRepository
 from db.session import session_scope
+from db.webhook_events import JobWebhookEvent
 from safety_report import GateDecision, SafetyReport, Verdict
 from worker.artifacts import sha256_file
 from worker.job import ClaimedJob
 from worker.pipeline import PipelineResult
+from worker.queue import record_job_webhooks
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.gate")
@@ -96,6 +98,7 @@ def publish_outcome(
             )
             message = f"Safety evaluation passed ({summary}); adapter released"
             level = "info"
+            hooks: tuple[JobWebhookEvent, ...] = (JobWebhookEvent.SUCCEEDED,)
         elif verdict == "quarantined":
             done = jobs.finish(
                 job.id,
@@ -109,6 +112,7 @@ def publish_outcome(
             )
             message = f"Safety evaluation failed policy ({summary}); adapter quarantined"
             level = "warn"
+            hooks = (JobWebhookEvent.FAILED, JobWebhookEvent.QUARANTINED)
         elif verdict == "failed":
             done = jobs.finish(
                 job.id,
@@ -121,6 +125,7 @@ def publish_outcome(
             )
             message = f"Safety evaluation failed policy ({summary}); adapter withheld"
             level = "error"
+            hooks = (JobWebhookEvent.FAILED, JobWebhookEvent.SAFETY_GATE_FAILED)
         else:
             done = jobs.finish(
                 job.id,
@@ -132,11 +137,14 @@ def publish_outcome(
             )
             message = "Safety evaluation did not complete; adapter withheld"
             level = "error"
+            hooks = (JobWebhookEvent.FAILED,)
         if not done:
             # Our fencing token is stale: a successor owns the job. Roll everything back.
             session.rollback()
             log.warning("job %s: lost the lease before publishing; discarding", job.id)
             return
+        # In this transaction: the outbox rows commit with the job's final state, or not at all.
+        record_job_webhooks(session, job.tenant_id, job.id, *hooks)
         events.append(
             job.id,
             job.tenant_id,

@@ -1,14 +1,27 @@
-"""The one worker module the API may import: task names and enqueue-by-id. No task code."""
+"""The one worker module the API may import: task names, enqueue-by-id, and recording job
+webhooks in the caller's transaction. No task code."""
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from functools import lru_cache
 
 from celery import Celery
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.orm import Session
+
+from db.after_commit import after_commit
+from db.repositories.webhooks import WebhookOutboxRepository
+from db.settings import get_settings
 
 RUN_FINE_TUNING_JOB = "keel.run_fine_tuning_job"
 GPU_QUEUE = "gpu"
+DELIVER_WEBHOOK = "keel.deliver_webhook"
+# Its own queue and worker: a slow or dead receiver never holds up a training job.
+WEBHOOK_QUEUE = "webhooks"
+
+log = logging.getLogger("keel.queue")
 
 
 class BrokerSettings(BaseSettings):
@@ -26,3 +39,36 @@ def _producer_app() -> Celery:
 def enqueue_fine_tuning_job(job_id: str) -> None:
     """Send the job id (and nothing else) to the gpu queue; the worker re-reads the job."""
     _producer_app().send_task(RUN_FINE_TUNING_JOB, args=[job_id], queue=GPU_QUEUE)
+
+
+def enqueue_webhook_delivery(delivery_id: str, countdown: float | None = None) -> None:
+    """Send a delivery id to the webhooks queue; the task re-reads the outbox row."""
+    _producer_app().send_task(
+        DELIVER_WEBHOOK, args=[delivery_id], queue=WEBHOOK_QUEUE, countdown=countdown
+    )
+
+
+def record_job_webhooks(
+    session: Session, tenant_id: str, job_id: str, *event_types: str
+) -> list[str]:
+    """Write the job's webhook deliveries into the outbox in the caller's transaction (the one
+    that changes the job's state) and hand them to the queue once it commits.
+
+    A handoff that never happens (the process dies right after the commit, the broker is down)
+    is made by the reaper's dispatcher after ``webhook_dispatch_grace_seconds``.
+    """
+    grace = timedelta(seconds=get_settings().webhook_dispatch_grace_seconds)
+    ids = WebhookOutboxRepository(session).record_job_events(
+        tenant_id, job_id, tuple(event_types), dispatch_grace=grace
+    )
+    if ids:
+        after_commit(session, lambda: hand_off_webhooks(ids))
+    return ids
+
+
+def hand_off_webhooks(delivery_ids: list[str]) -> None:
+    for delivery_id in delivery_ids:
+        try:
+            enqueue_webhook_delivery(delivery_id)
+        except Exception:  # noqa: BLE001 - the outbox row stays; the dispatcher sends it
+            log.warning("handoff of webhook %s failed; the dispatcher will send it", delivery_id)

@@ -1,4 +1,5 @@
-"""The reaper: re-enqueue jobs whose worker died (lease expired) or whose enqueue was lost.
+"""The reaper: re-enqueue jobs whose worker died (lease expired) or whose enqueue was lost, and
+dispatch webhook deliveries whose handoff to the webhooks queue was lost (the outbox).
 
 Run with `python -m worker.reaper` (or `keel reaper`). Safe to run several: re-enqueueing is
 idempotent because a worker only trains a job it wins by compare-and-set.
@@ -12,8 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
+from db.repositories.webhooks import WebhookOutboxRepository
 from db.session import session_scope
-from worker.queue import enqueue_fine_tuning_job
+from db.settings import get_settings
+from db.webhook_events import JobWebhookEvent
+from worker.queue import enqueue_fine_tuning_job, enqueue_webhook_delivery, record_job_webhooks
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.reaper")
@@ -32,13 +36,15 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
             if job is None:
                 continue
             if job.attempts >= settings.max_attempts:
-                jobs.finish(
+                finished = jobs.finish(
                     job_id,
                     job.fencing_token,
                     "failed",
                     error_code="worker_lost",
                     error_message=f"The job's worker stopped responding {job.attempts} times.",
                 )
+                if finished:
+                    record_job_webhooks(session, job.tenant_id, job_id, JobWebhookEvent.FAILED)
                 events.append(
                     job_id,
                     job.tenant_id,
@@ -75,6 +81,27 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
     return requeue
 
 
+def dispatch_webhooks_once(now: datetime | None = None) -> list[str]:
+    """Hand to the webhooks queue every pending delivery whose handoff is overdue: never made
+    (the process that committed it died first, or the broker was down) or lost with a worker.
+    Returns the delivery ids handed over. At-least-once: the task's claim drops duplicates."""
+    now = now or datetime.now(UTC)
+    grace = timedelta(seconds=get_settings().webhook_dispatch_grace_seconds)
+    with session_scope() as session:
+        due = WebhookOutboxRepository(session).take_due_for_dispatch(now, grace)
+    sent = []
+    for delivery_id in due:
+        try:
+            enqueue_webhook_delivery(delivery_id)
+        except Exception:  # broker down: the row comes due again after the grace
+            log.exception("dispatch of webhook %s failed", delivery_id)
+            continue
+        sent.append(delivery_id)
+    if sent:
+        log.info("dispatched %d webhook deliveries", len(sent))
+    return sent
+
+
 def run_forever() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = WorkerSettings()
@@ -84,6 +111,10 @@ def run_forever() -> None:
             reap_once(settings)
         except Exception:
             log.exception("reaper pass failed")
+        try:
+            dispatch_webhooks_once()
+        except Exception:
+            log.exception("webhook dispatch pass failed")
         time.sleep(settings.reaper_interval_seconds)
 
 

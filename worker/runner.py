@@ -22,6 +22,7 @@ from db.repositories.policy import PolicyRepository
 from db.repositories.usage import TOKEN_WINDOW, UsageRepository
 from db.session import session_scope
 from db.training_spec import within_daily_tokens
+from db.webhook_events import JobWebhookEvent
 from sap_core.errors import SapError, TrainingCancelled
 from worker.artifacts import JobPaths
 from worker.job import ClaimedJob
@@ -29,6 +30,7 @@ from worker.job_spec import plan_job
 from worker.pipeline import JobRecipe, PipelineResult, resolve_device
 from worker.progress import DbProgressCallback, LeaseLostError
 from worker.publish import publish_outcome
+from worker.queue import record_job_webhooks
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.worker")
@@ -180,7 +182,8 @@ def _finish_stopped(job: ClaimedJob, reason: str, callback: DbProgressCallback) 
             jobs.mark_paused(job.id, job.token)
             message = "Job paused; resume continues from the last checkpoint"
         else:
-            jobs.finish(job.id, job.token, "cancelled")
+            if jobs.finish(job.id, job.token, "cancelled"):
+                record_job_webhooks(session, job.tenant_id, job.id, JobWebhookEvent.CANCELLED)
             message = "Job cancelled"
         EventRepository(session).append(job.id, job.tenant_id, message, type="message")
 
@@ -195,6 +198,7 @@ def _fail(
             job.id, job.token, "failed", error_code=code, error_message=message
         )
         if finished:
+            record_job_webhooks(session, job.tenant_id, job.id, JobWebhookEvent.FAILED)
             EventRepository(session).append(
                 job.id,
                 job.tenant_id,

@@ -7,7 +7,7 @@ import logging
 from celery.signals import worker_process_init
 
 from worker.celery_app import app
-from worker.queue import RUN_FINE_TUNING_JOB
+from worker.queue import DELIVER_WEBHOOK, RUN_FINE_TUNING_JOB, enqueue_webhook_delivery
 
 log = logging.getLogger(__name__)
 
@@ -25,3 +25,13 @@ def run_fine_tuning_job(job_id: str) -> None:
     from worker.runner import run_job
 
     run_job(job_id)
+
+
+@app.task(name=DELIVER_WEBHOOK, acks_late=True, ignore_result=True)
+def deliver_webhook(delivery_id: str) -> None:
+    from worker.webhooks import deliver
+
+    countdown = deliver(delivery_id)
+    if countdown is not None:
+        # The same delivery id (and so the same webhook-id) on every retry.
+        enqueue_webhook_delivery(delivery_id, countdown=countdown)

@@ -29,6 +29,8 @@ from db.repositories.pagination import InvalidCursorError
 from db.repositories.policy import PolicyRepository
 from db.repositories.safety_reports import SafetyReportRepository
 from db.repositories.tenants import ApiKeyRepository, TenantRepository
+from db.webhook_events import JobWebhookEvent
+from worker import queue as job_queue
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
@@ -220,6 +222,10 @@ def release_quarantined(job_id: str, session: SessionDep, admin: AdminDep) -> di
         )
     fine_tuned = f"ft:{job.model}:{job.tenant_id}:{job.suffix or 'keel'}:{job.id}"
     jobs.release_quarantined(job_id, fine_tuned)
+    # The job is now succeeded: OpenAI-shaped receivers get that, Keel-aware ones the release.
+    job_queue.record_job_webhooks(
+        session, job.tenant_id, job_id, JobWebhookEvent.RELEASED, JobWebhookEvent.SUCCEEDED
+    )
     AuditRepository(session).record(
         admin, "job.release", "fine_tuning.job", job_id, {"tenant_id": job.tenant_id}
     )

@@ -34,6 +34,7 @@ from db.repositories.safety_reports import SafetyReportRepository
 from db.safety_spec import SafetyRequest, resolve_safety, sap_knobs_json
 from db.session import session_scope
 from db.training_spec import resolve_training
+from db.webhook_events import JobWebhookEvent
 from worker import queue as job_queue
 
 log = logging.getLogger("keel.api.jobs")
@@ -157,6 +158,7 @@ def create_job(
             error_param="training_file",
         )
         events.append(job.id, tenant_id, f"Training file rejected: {flagged}", level="error")
+        job_queue.record_job_webhooks(session, tenant_id, job.id, JobWebhookEvent.FAILED)
         return job
     jobs.set_status(job, JobStatus.QUEUED)
     events.append(job.id, tenant_id, "Files validated, moving job to queued state")
@@ -231,6 +233,8 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
         else "Cancellation requested; the job stops at its next step"
     )
     EventRepository(session).append(job_id, tenant_id, message)
+    if updated.status == JobStatus.CANCELLED.value:
+        job_queue.record_job_webhooks(session, tenant_id, job_id, JobWebhookEvent.CANCELLED)
     return updated
 
 

@@ -5,6 +5,7 @@ from db.models.file import File, FilePurpose, FileStatus
 from db.models.job import FineTuningJob, JobCheckpoint, JobEvent
 from db.models.safety import Artifact, ProviderPolicy, SafetyReport, Verdict
 from db.models.tenant import ApiKey, Tenant
+from db.models.webhook import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AdminKey",
@@ -21,4 +22,6 @@ __all__ = [
     "SafetyReport",
     "Tenant",
     "Verdict",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

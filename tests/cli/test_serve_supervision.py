@@ -1,5 +1,5 @@
-"""The real `keel serve` (embedded SQLite default, all three children): the reaper and the
-worker, SIGKILLed, come back; the API keeps answering throughout."""
+"""The real `keel serve` (embedded SQLite default, all four children): the reaper, the worker
+and the webhooks worker, SIGKILLed, come back; the API keeps answering throughout."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def test_keel_serve_restarts_a_killed_reaper_and_worker(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with serve_locally(env, log, ready_timeout=120, stop_timeout=30) as service:
         serve_pid = service.process.pid
-        for marker in ("worker.reaper", "celery"):
+        # The training worker and the webhooks worker are both Celery: told apart by their queue.
+        for marker in ("worker.reaper", "-Q gpu", "-Q webhooks"):
             deadline = time.monotonic() + 30
             while (old := _child_pid(serve_pid, marker)) is None:
                 assert time.monotonic() < deadline, f"no {marker} child"
@@ -72,3 +73,5 @@ def test_keel_serve_restarts_a_killed_reaper_and_worker(tmp_path: Path) -> None:
     assert "restarting reaper" in text
     assert "worker killed by SIGKILL" in text
     assert "restarting worker" in text
+    assert "webhooks killed by SIGKILL" in text
+    assert "restarting webhooks" in text
