@@ -28,6 +28,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api.body_limit import BODY_METHODS
 from api.input_guard import NO_CONTROL_CHARS_PATTERN
+from api.jobs.schemas import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
 
 ERROR_SCHEMA = "Error"
 
@@ -189,13 +190,13 @@ METADATA_FILTER = {
     "description": "Only jobs whose metadata has these pairs: `metadata[k]=v`.",
     "schema": {
         "type": "object",
-        "maxProperties": 16,
+        "maxProperties": MAX_METADATA_PAIRS,
         "additionalProperties": {
             "type": "string",
-            "maxLength": 512,
+            "maxLength": MAX_METADATA_VALUE,
             "pattern": NO_CONTROL_CHARS_PATTERN,
         },
-        "propertyNames": {"maxLength": 64, "pattern": NO_CONTROL_CHARS_PATTERN},
+        "propertyNames": {"maxLength": MAX_METADATA_KEY, "pattern": NO_CONTROL_CHARS_PATTERN},
     },
 }
 

@@ -11,10 +11,17 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from api.dependencies import PageDep, SessionDep, SettingsDep, TenantDep, bearer_token
+from api.errors import InvalidRequest
 from api.files.router import invalid_cursor
 from api.jobs import service
 from api.jobs.event_stream import StreamSettings, event_stream
-from api.jobs.schemas import JobCreate, SafetyReportObject
+from api.jobs.schemas import (
+    MAX_METADATA_KEY,
+    MAX_METADATA_PAIRS,
+    MAX_METADATA_VALUE,
+    JobCreate,
+    SafetyReportObject,
+)
 from api.reports.html import render_report_html
 from api.serializers import checkpoint_object, event_object, job_object, list_object, unix
 from db.blobs import BlobStore
@@ -36,6 +43,24 @@ def create_job(
     return job_object(job)
 
 
+def _check_metadata_filter(metadata: dict[str, str]) -> None:
+    # The bounds of stored metadata (and of the OpenAPI document's `metadata` filter).
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(
+            f"At most {MAX_METADATA_PAIRS} metadata[k]=v filters.",
+            param="metadata",
+            code="too_many_items",
+        )
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise InvalidRequest(
+                f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
+                f"{MAX_METADATA_VALUE}.",
+                param="metadata",
+                code="invalid_value",
+            )
+
+
 @router.get("")
 def list_jobs(
     request: Request, session: SessionDep, tenant_id: TenantDep, page: PageDep
@@ -46,6 +71,7 @@ def list_jobs(
         for key, value in request.query_params.items()
         if key.startswith("metadata[") and key.endswith("]")
     }
+    _check_metadata_filter(metadata)
     try:
         result = JobRepository(session).list(tenant_id, page.after, page.limit, metadata or None)
     except InvalidCursorError as exc:

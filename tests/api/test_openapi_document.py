@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.input_guard import NO_CONTROL_CHARS_PATTERN
+from tests.api.conftest import Customer
 
 
 @pytest.fixture
@@ -118,3 +119,22 @@ def test_405_allow_lists_every_method_of_the_path(
     assert response.status_code == 405
     assert response.headers["Allow"] == allow
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_the_documented_metadata_filter_bounds_are_enforced(
+    client: TestClient, alice: Customer
+) -> None:
+    jobs = "/v1/fine_tuning/jobs"
+    many = {f"metadata[k{i}]": "v" for i in range(17)}
+    response = client.get(jobs, headers=alice.headers, params=many)
+    assert response.status_code == 400
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (
+        "too_many_items",
+        "metadata",
+    )
+    for params in ({"metadata[" + "k" * 65 + "]": "v"}, {"metadata[k]": "v" * 513}):
+        response = client.get(jobs, headers=alice.headers, params=params)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_value"
+    fine = {f"metadata[k{i}]": "v" * 512 for i in range(16)}
+    assert client.get(jobs, headers=alice.headers, params=fine).status_code == 200

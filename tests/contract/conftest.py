@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from cli.local_service import api_argv, free_port, spawn, stop, wait_ready
-from tests.fixtures.db import TEST_POLICY, create_database, drop_database
+from tests.fixtures.db import TEST_MODEL, TEST_POLICY, create_database, drop_database
+from tests.fixtures.factories import chat_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,9 +30,26 @@ class LiveApi:
     metrics_token: str
     tenant_key: str
     log_path: Path
+    # Real objects, offered to Schemathesis as path ids beside generated ones (so retrieve,
+    # download, stream, cancel, delete reach their 200/403/409 answers, not only 404).
+    file_id: str
+    job_id: str
+    # Admin operations act on a second tenant, so that disabling a tenant or revoking a key
+    # never takes away the key the /v1 operations are tested with.
+    other_tenant_id: str
+    other_key_id: str
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def _tenant(base_url: str, admin: dict[str, str], name: str) -> tuple[str, dict[str, str]]:
+    tenant = httpx.post(f"{base_url}/admin/v1/tenants", json={"name": name}, headers=admin)
+    tenant.raise_for_status()
+    tenant_id = str(tenant.json()["id"])
+    key = httpx.post(f"{base_url}/admin/v1/tenants/{tenant_id}/api_keys", headers=admin)
+    key.raise_for_status()
+    return tenant_id, dict(key.json())
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +92,33 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     try:
         wait_ready(base_url, process, timeout=90)
         admin = {"Authorization": f"Bearer {admin_key}"}
-        tenant = httpx.post(
-            f"{base_url}/admin/v1/tenants", json={"name": "contract"}, headers=admin
+        tenant_id, key = _tenant(base_url, admin, "contract")
+        other_tenant_id, other_key = _tenant(base_url, admin, "contract-admin-target")
+        customer = {"Authorization": f"Bearer {key['key']}"}
+        file = httpx.post(
+            f"{base_url}/v1/files",
+            headers=customer,
+            data={"purpose": "fine-tune"},
+            files={"file": ("train.jsonl", chat_jsonl(), "application/jsonl")},
         )
-        tenant.raise_for_status()
-        key = httpx.post(
-            f"{base_url}/admin/v1/tenants/{tenant.json()['id']}/api_keys", headers=admin
+        file.raise_for_status()
+        job = httpx.post(
+            f"{base_url}/v1/fine_tuning/jobs",
+            headers=customer,
+            json={"model": TEST_MODEL, "training_file": file.json()["id"]},
         )
-        key.raise_for_status()
-        yield LiveApi(base_url, admin_key, metrics_token, str(key.json()["key"]), log_path)
+        job.raise_for_status()
+        yield LiveApi(
+            base_url=base_url,
+            admin_key=admin_key,
+            metrics_token=metrics_token,
+            tenant_key=str(key["key"]),
+            log_path=log_path,
+            file_id=str(file.json()["id"]),
+            job_id=str(job.json()["id"]),
+            other_tenant_id=other_tenant_id,
+            other_key_id=str(other_key["id"]),
+        )
     finally:
         stop(process, timeout=15)
         drop_database(name)

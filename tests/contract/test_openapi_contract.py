@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from tests.contract.conftest import LiveApi
+from tests.fixtures.db import TEST_MODEL
 
 ST = str(Path(sys.executable).with_name("st"))
 # Per operation, beyond the default expected statuses of positive_data_acceptance:
@@ -63,6 +64,25 @@ def config_toml(api: LiveApi) -> str:
         "[auth.openapi.MetricsToken]",
         f"bearer = {_toml_string(api.metrics_token)}",
     ]
+    # Real ids, drawn half of the time for these path parameters (generated ones otherwise).
+    dictionaries = {
+        "files": [api.file_id],
+        "jobs": [api.job_id],
+        "models": [TEST_MODEL],
+        "tenants": [api.other_tenant_id],
+        "keys": [api.other_key_id],
+    }
+    for name, values in dictionaries.items():
+        lines += [f"[dictionaries.{name}]", f"values = [{', '.join(map(_toml_string, values))}]"]
+    lines.append("[parameters]")
+    for parameter, name in (
+        ("path.file_id", "files"),
+        ("path.job_id", "jobs"),
+        ("path.model_id", "models"),
+        ("path.tenant_id", "tenants"),
+        ("path.key_id", "keys"),
+    ):
+        lines.append(f'"{parameter}" = {{ dictionary = "{name}", probability = 0.5 }}')
     statuses = ", ".join(_toml_string(s) for s in [*DEFAULT_POSITIVE, "400"])
     for method, path in sorted(POSITIVE_ALSO_400):
         lines += [
