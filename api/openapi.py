@@ -201,6 +201,22 @@ METADATA_FILTER = {
 }
 
 
+# With `stream=true`, each server-sent event (OpenAPI before 3.2: `schema` describes one event).
+STREAM_EVENT = {
+    "type": "object",
+    "description": "`fine_tuning.job.event` (data: the event object as JSON), then `done` "
+    "(data `[DONE]`) when the job is terminal or paused, or `error` (data: the error envelope) "
+    "when the API key was revoked or its organization disabled.",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["fine_tuning.job.event", "done", "error"]},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """The document served at /openapi.json (built once, then cached on the app)."""
     if app.openapi_schema is not None:
@@ -236,8 +252,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     }
     paths["/v1/fine_tuning/jobs"]["get"].setdefault("parameters", []).append(METADATA_FILTER)
     events = paths["/v1/fine_tuning/jobs/{job_id}/events"]["get"]["responses"]["200"]
-    events.setdefault("content", {})["text/event-stream"] = {
-        "schema": {"type": "string", "description": "With `stream=true`: server-sent events."}
+    events.setdefault("content", {})["text/event-stream"] = {"schema": STREAM_EVENT}
+    paths["/v1/files/{file_id}/content"]["get"]["responses"]["200"] = {
+        "description": "The file's bytes (`Content-Disposition: attachment`, RFC 6266).",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/zip": {"schema": {"type": "string", "format": "binary"}},
+        },
     }
     app.openapi_schema = document
     return document

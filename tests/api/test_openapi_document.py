@@ -79,7 +79,11 @@ def test_upload_body_metrics_text_and_event_stream(document: dict[str, Any]) -> 
     metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
     events = document["paths"]["/v1/fine_tuning/jobs/{job_id}/events"]["get"]
-    assert "text/event-stream" in events["responses"]["200"]["content"]
+    event = events["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    assert event["required"] == ["event", "data"]
+    assert event["properties"]["event"]["enum"] == ["fine_tuning.job.event", "done", "error"]
+    content = document["paths"]["/v1/files/{file_id}/content"]["get"]["responses"]["200"]
+    assert set(content["content"]) == {"application/octet-stream", "application/zip"}
 
 
 def test_path_and_query_strings_state_the_control_character_rule(

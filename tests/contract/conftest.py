@@ -75,7 +75,7 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
         "KEEL_RATE_LIMIT_READS": "off",
         "KEEL_RATE_LIMIT_WRITES": "off",
         # A stream that stays open (a queued job) ends after this; the test reads it whole.
-        "KEEL_SSE_MAX_SECONDS": "2",
+        "KEEL_SSE_MAX_SECONDS": "0.5",
         "PYTHONUNBUFFERED": "1",
     }
     subprocess.run(
