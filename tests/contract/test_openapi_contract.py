@@ -49,6 +49,7 @@ DEFAULT_POSITIVE = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 # deterministic cases): bounded so the module takes well under 4 minutes on 2 busy cores.
 MAX_EXAMPLES = 15
 SEED = 22
+STATEFUL_MAX_STEPS = 6
 
 
 def _toml_string(value: str) -> str:
@@ -58,6 +59,9 @@ def _toml_string(value: str) -> str:
 def config_toml(api: LiveApi) -> str:
     lines = [
         "request-timeout = 30",
+        # Bounded stateful scenarios (call chains such as upload -> create job -> cancel).
+        "[phases.stateful]",
+        f"max-steps = {STATEFUL_MAX_STEPS}",
         "[auth.openapi.ApiKey]",
         f"bearer = {_toml_string(api.tenant_key)}",
         "[auth.openapi.AdminKey]",
