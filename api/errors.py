@@ -159,7 +159,28 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^}]+\})", template)
+    return re.compile(
+        "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts if p) + "$"
+    )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the API serves at this path, from the OpenAPI document.
+
+    Starlette answers 405 with the `Allow` of the first route whose path matched, and FastAPI
+    has one route per method: `OPTIONS /v1/files` said `Allow: POST` although GET is served too.
+    The document lists every method of every path, so `Allow` and the contract agree.
+    """
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _template_regex(template).match(request.url.path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     # 400 here is FastAPI's "There was an error parsing the body" (e.g. nesting too deep for
     # the JSON decoder).
@@ -167,10 +188,13 @@ def _http_error(_: Request, exc: Exception) -> JSONResponse:
         exc.status_code, "http_error"
     )
     message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return JSONResponse(
         error_body(message, type="invalid_request_error", code=code),
         status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        headers=headers or None,
     )
 
 

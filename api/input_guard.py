@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Request
-from pydantic import AfterValidator, BeforeValidator
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BeforeValidator, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from api.errors import InvalidRequest
 
@@ -30,6 +31,9 @@ TEXT_WHITESPACE = frozenset("\t\n\r")
 # documents, small enough that a walk over it is cheap and its storage bounded.
 MAX_JSON_DEPTH = 16
 MAX_JSON_NODES = 10_000
+# The same rule for the OpenAPI document (ECMA and Python regex): no C0/C1 control or DEL.
+NO_CONTROL_CHARS_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+FREE_TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
 
 
 def control_char_at(text: str, *, allow_whitespace: bool = False) -> int | None:
@@ -57,7 +61,7 @@ def _describe(text: str, index: int) -> str:
 # Before-validators: they run ahead of a field's own pattern / length constraints, so a NUL is
 # reported as invalid_characters, not as a pattern mismatch. Non-strings pass through to the
 # type check.
-def _strict(value: Any) -> Any:
+def strict_text(value: Any) -> Any:
     if isinstance(value, str):
         index = control_char_at(value)
         if index is not None:
@@ -73,10 +77,25 @@ def _free(value: Any) -> Any:
     return value
 
 
+class _DocumentPattern:
+    """Puts the rule in the field's JSON schema (unless the field has a pattern of its own), so
+    the OpenAPI document says what the validator enforces."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.setdefault("pattern", self.pattern)
+        return schema
+
+
 # Ids, names, purposes, metadata keys and values: no control character at all.
-SafeStr = Annotated[str, BeforeValidator(_strict)]
+SafeStr = Annotated[str, BeforeValidator(strict_text), _DocumentPattern(NO_CONTROL_CHARS_PATTERN)]
 # Prose-like text (may hold tab / newline / CR, never NUL or other controls).
-FreeText = Annotated[str, BeforeValidator(_free)]
+FreeText = Annotated[str, BeforeValidator(_free), _DocumentPattern(FREE_TEXT_PATTERN)]
 
 
 class JsonShapeError(ValueError):

@@ -13,9 +13,11 @@ from api.errors import register_error_handlers
 from api.files.router import router as files_router
 from api.health import router as health_router
 from api.input_guard import check_path_and_query
+from api.jobs.event_stream import StreamSlots
 from api.jobs.router import router as jobs_router
 from api.metrics import install_metrics
 from api.models.router import router as models_router
+from api.openapi import install_openapi
 from api.quotas.router import router as usage_router
 from api.rate_limit import TenantRateLimiter
 from api.webhooks.router import router as webhooks_router
@@ -48,6 +50,7 @@ def create_app() -> FastAPI:
     app.state.settings = settings
     app.state.admin_key_hash = resolve_admin_key_hash(settings, _announce_generated_admin_key)
     app.state.rate_limiter = TenantRateLimiter.from_settings(settings)
+    app.state.stream_slots = StreamSlots(settings.sse_max_streams_per_tenant)
     register_error_handlers(app)
     install_metrics(app)
     # Added last, so outermost: the cap applies before any other middleware touches the body.
@@ -66,4 +69,5 @@ def create_app() -> FastAPI:
         admin_router,
     ):
         app.include_router(router)
+    install_openapi(app)
     return app

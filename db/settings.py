@@ -110,6 +110,12 @@ class KeelSettings(BaseSettings):
     # wait in the outbox for the reaper's dispatcher (long countdowns do not survive a broker's
     # visibility timeout).
     webhook_inline_retry_max_seconds: float = 300.0
+    # Event streams (GET …/events?stream=true, api.jobs.event_stream): seconds between polls
+    # (each re-checks the API key), the longest a stream stays open, and the open streams a
+    # tenant may hold per API process (one more is a 429 too_many_streams).
+    sse_poll_seconds: float = 2.0
+    sse_max_seconds: float = 3600.0
+    sse_max_streams_per_tenant: int = 4
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> KeelSettings:
@@ -140,6 +146,10 @@ class KeelSettings(BaseSettings):
     def _positive_limits(self) -> KeelSettings:
         if self.max_upload_bytes <= 0:
             raise ValueError("KEEL_MAX_UPLOAD_BYTES must be positive")
+        if self.sse_poll_seconds <= 0 or self.sse_max_seconds <= 0:
+            raise ValueError("KEEL_SSE_POLL_SECONDS and KEEL_SSE_MAX_SECONDS must be positive")
+        if self.sse_max_streams_per_tenant <= 0:
+            raise ValueError("KEEL_SSE_MAX_STREAMS_PER_TENANT must be positive")
         if self.max_json_body_bytes <= 0:
             raise ValueError("KEEL_MAX_JSON_BODY_BYTES must be positive")
         if min(self.webhook_timeout_seconds, self.webhook_retry_base_seconds) <= 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
@@ -254,7 +254,9 @@ ADMIN_NAME = r"^[A-Za-z0-9_.@-]{1,100}$"
 class AdminKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Who holds the key: what the audit trail shows for every action taken with it.
-    name: Annotated[str, Field(pattern=ADMIN_NAME)]
+    name: Annotated[
+        str, Field(pattern=ADMIN_NAME, json_schema_extra={"not": {"const": BOOTSTRAP_ADMIN}})
+    ]
 
 
 def admin_key_object(key: AdminKey) -> dict[str, Any]:
@@ -340,7 +342,10 @@ def rotate_admin_key(key_id: str, session: SessionDep, admin: AdminDep) -> dict[
 
 @router.get("/audit_events")
 def list_audit_events(
-    session: SessionDep, _: AdminDep, page: PageDep, target_id: str | None = None
+    session: SessionDep,
+    _: AdminDep,
+    page: PageDep,
+    target_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """The audit trail, oldest first: who did what, when, to which object."""
     try:

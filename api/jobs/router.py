@@ -3,20 +3,25 @@ safety report."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 
-from api.dependencies import PageDep, SessionDep, SettingsDep, TenantDep
+from api.dependencies import PageDep, SessionDep, SettingsDep, TenantDep, bearer_token
+from api.errors import InvalidRequest
 from api.files.router import invalid_cursor
 from api.jobs import service
-from api.jobs.schemas import JobCreate, SafetyReportObject
+from api.jobs.event_stream import StreamSettings, event_stream
+from api.jobs.schemas import (
+    MAX_METADATA_KEY,
+    MAX_METADATA_PAIRS,
+    MAX_METADATA_VALUE,
+    JobCreate,
+    SafetyReportObject,
+)
 from api.reports.html import render_report_html
 from api.serializers import checkpoint_object, event_object, job_object, list_object, unix
 from db.blobs import BlobStore
@@ -24,11 +29,9 @@ from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.pagination import InvalidCursorError
-from db.session import session_scope
 from safety_report import read_report
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine_tuning"])
-SSE_POLL_SECONDS = 0.5
 
 
 @router.post("")
@@ -38,6 +41,24 @@ def create_job(
     """Create a fine-tuning job."""
     job = service.create_job(session, BlobStore(settings.data_dir), tenant_id, body)
     return job_object(job)
+
+
+def _check_metadata_filter(metadata: dict[str, str]) -> None:
+    # The bounds of stored metadata (and of the OpenAPI document's `metadata` filter).
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(
+            f"At most {MAX_METADATA_PAIRS} metadata[k]=v filters.",
+            param="metadata",
+            code="too_many_items",
+        )
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise InvalidRequest(
+                f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
+                f"{MAX_METADATA_VALUE}.",
+                param="metadata",
+                code="invalid_value",
+            )
 
 
 @router.get("")
@@ -50,6 +71,7 @@ def list_jobs(
         for key, value in request.query_params.items()
         if key.startswith("metadata[") and key.endswith("]")
     }
+    _check_metadata_filter(metadata)
     try:
         result = JobRepository(session).list(tenant_id, page.after, page.limit, metadata or None)
     except InvalidCursorError as exc:
@@ -84,45 +106,30 @@ def resume_job(job_id: str, session: SessionDep, tenant_id: TenantDep) -> dict[s
 @router.get("/{job_id}/events", response_model=None)
 def list_events(
     job_id: str,
+    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     tenant_id: TenantDep,
     page: PageDep,
     stream: bool = False,
 ) -> dict[str, Any] | EventSourceResponse:
-    """List a job's events, newest first; `stream=true` for server-sent events."""
+    """List a job's events, newest first; `stream=true` for server-sent events (ends when the
+    job is terminal or paused, or the key is revoked; at most a few open per tenant)."""
     service.get_job(session, tenant_id, job_id)
     if stream:
-        return EventSourceResponse(_event_stream(tenant_id, job_id))
+        slot = request.app.state.stream_slots.acquire(tenant_id)
+        token = bearer_token(request.headers.get("authorization")) or ""
+        stream_settings = StreamSettings(settings.sse_poll_seconds, settings.sse_max_seconds)
+        return EventSourceResponse(
+            event_stream(token, tenant_id, job_id, slot, stream_settings),
+            # Also when the generator never ran (client gone before the first byte).
+            background=BackgroundTask(slot.release),
+        )
     try:
         result = EventRepository(session).page(tenant_id, job_id, page.after, page.limit)
     except InvalidCursorError as exc:
         raise invalid_cursor(str(exc)) from exc
     return list_object(result.items, event_object, result.has_more, ids=False)
-
-
-def _poll_events(tenant_id: str, job_id: str, after_seq: int) -> tuple[list[Any], int, bool]:
-    with session_scope() as session:
-        job = JobRepository(session).get(tenant_id, job_id)
-        terminal = job is None or service.is_terminal_status(job.status)
-        events = EventRepository(session).since(job_id, after_seq)
-        rendered = [event_object(e) for e in events]
-        last = events[-1].seq if events else after_seq
-    return rendered, last, terminal
-
-
-async def _event_stream(tenant_id: str, job_id: str) -> AsyncIterator[dict[str, str]]:
-    after_seq = 0
-    while True:
-        # Read the status before the events: once terminal, this read drains everything.
-        events, after_seq, terminal = await run_in_threadpool(
-            _poll_events, tenant_id, job_id, after_seq
-        )
-        for event in events:
-            yield {"event": "fine_tuning.job.event", "id": event["id"], "data": json.dumps(event)}
-        if terminal:
-            yield {"event": "done", "data": "[DONE]"}
-            return
-        await asyncio.sleep(SSE_POLL_SECONDS)
 
 
 @router.get("/{job_id}/checkpoints")

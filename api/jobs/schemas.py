@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from api.input_guard import BoundedJson, SafeStr
+from api.input_guard import NO_CONTROL_CHARS_PATTERN, BoundedJson, SafeStr, strict_text
 from db.policy_schema import SapKnobs
 from safety_report import SafetyReport
 
@@ -16,6 +16,18 @@ MAX_METADATA_VALUE = 512
 MAX_INTEGRATIONS = 8
 # Free-form objects Keel stores but does not interpret (bounded depth, size, no control bytes).
 OpaqueObject = Annotated[dict[str, Any], BoundedJson]
+
+
+def _metadata_schema(schema: dict[str, Any]) -> None:
+    # pydantic writes the key rule as patternProperties, which leaves other keys unconstrained.
+    schema.pop("patternProperties", None)
+    schema["maxProperties"] = MAX_METADATA_PAIRS
+    schema["propertyNames"] = {"maxLength": MAX_METADATA_KEY, "pattern": NO_CONTROL_CHARS_PATTERN}
+    schema["additionalProperties"] = {
+        "type": "string",
+        "maxLength": MAX_METADATA_VALUE,
+        "pattern": NO_CONTROL_CHARS_PATTERN,
+    }
 
 
 class Strict(BaseModel):
@@ -45,7 +57,12 @@ class SupervisedMethod(Strict):
 
 
 class Method(Strict):
-    type: Literal["supervised", "dpo", "reinforcement"]
+    # OpenAI's three names parse, so a `dpo` job gets 400 `unsupported_method` (service.py) rather
+    # than a bare enum error; the document lists the one method Keel runs.
+    type: Annotated[
+        Literal["supervised", "dpo", "reinforcement"],
+        Field(json_schema_extra={"enum": ["supervised"]}),
+    ]
     supervised: SupervisedMethod | None = None
     dpo: OpaqueObject | None = None
     reinforcement: OpaqueObject | None = None
@@ -64,9 +81,21 @@ class JobCreate(Strict):
     validation_file: Annotated[SafeStr, Field(max_length=64)] | None = None
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
-    suffix: Annotated[SafeStr, Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] | None = None
+    # The pattern inside the control-byte check: a NUL is still `invalid_characters`, and the
+    # pattern stays in the OpenAPI document (outside, pydantic's JSON schema drops it).
+    suffix: (
+        Annotated[
+            str,
+            Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$"),
+            BeforeValidator(strict_text),
+        ]
+        | None
+    ) = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
-    metadata: dict[SafeStr, SafeStr] | None = None
+    # Checked by _metadata_limits (OpenAI's wording and codes); the schema states the same bounds.
+    metadata: (
+        Annotated[dict[SafeStr, SafeStr], Field(json_schema_extra=_metadata_schema)] | None
+    ) = None
     integrations: Annotated[list[OpaqueObject], Field(max_length=MAX_INTEGRATIONS)] | None = None
     safety: SafetySpec | None = None
 

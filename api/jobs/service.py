@@ -23,7 +23,7 @@ from db.base import utcnow
 from db.base_model_scores import BaseModelScores
 from db.blobs import BlobStore
 from db.ids import JOB_PREFIX, new_id
-from db.job_status import TERMINAL_STATUSES, JobStatus
+from db.job_status import JobStatus
 from db.models import File, FilePurpose, FileStatus, FineTuningJob, SafetyReport
 from db.policy_schema import PolicyDocument, Thresholds
 from db.repositories.events import EventRepository
@@ -277,7 +277,3 @@ def get_safety_report(session: Session, tenant_id: str, job_id: str) -> SafetyRe
     if report is None:
         raise NotFound(f"Job {job_id} has no safety report yet.", param="id")
     return report
-
-
-def is_terminal_status(status: str) -> bool:
-    return JobStatus(status) in TERMINAL_STATUSES

@@ -108,6 +108,20 @@ class ApiKeyRepository:
             self.session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
         return str(row.tenant_id)
 
+    def live_tenant(self, plaintext: str) -> str | None:
+        """Like `authenticate`, read-only (no last_used_at write): for re-checking a key that a
+        long request (an event stream) was opened with."""
+        tenant_id = self.session.scalar(
+            select(ApiKey.tenant_id)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(
+                ApiKey.key_hash == hash_api_key(plaintext),
+                ApiKey.revoked_at.is_(None),
+                Tenant.disabled_at.is_(None),
+            )
+        )
+        return None if tenant_id is None else str(tenant_id)
+
     def list(self, tenant_id: str) -> list[ApiKey]:
         stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
         return list(self.session.scalars(stmt))

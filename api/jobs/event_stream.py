@@ -1,0 +1,157 @@
+"""`GET /v1/fine_tuning/jobs/{id}/events?stream=true`: a job's events as server-sent events.
+
+What a stream promises (issue 22 found it checked the key only at connect, outlived a revoked
+key, never ended for a paused job, polled twice a second and had no cap):
+
+- one poll every ``KEEL_SSE_POLL_SECONDS`` (default 2 s), in one short transaction that also
+  re-checks the API key: a revoked key or a disabled tenant ends the stream at the next poll
+  with an ``error`` event (``invalid_api_key``) — the key is never trusted beyond one interval;
+- the stream ends with ``done`` once the job is terminal or paused (the events up to then are
+  sent first), or gone; and closes without ``done`` after ``KEEL_SSE_MAX_SECONDS`` (default
+  3600), so a stream on a long-queued job is not held forever (the client reconnects);
+- at most ``KEEL_SSE_MAX_STREAMS_PER_TENANT`` (default 4) open streams per tenant in each API
+  process; one more is a 429 ``too_many_streams`` with ``Retry-After``, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+
+from api.errors import AppError, error_body
+from api.serializers import event_object
+from db.job_status import JobStatus, is_terminal
+from db.repositories.events import EventRepository
+from db.repositories.jobs import JobRepository
+from db.repositories.tenants import ApiKeyRepository
+from db.session import session_scope
+
+STREAM_RETRY_AFTER_SECONDS = 5
+
+
+class TooManyStreams(AppError):
+    status_code = 429
+    code = "too_many_streams"
+    type = "rate_limit_error"
+
+
+@dataclass
+class StreamSlots:
+    """Open streams per tenant in this process (thread-safe: routes run on a thread pool)."""
+
+    limit: int
+    _open: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def acquire(self, tenant_id: str) -> StreamSlot:
+        with self._lock:
+            held = self._open.get(tenant_id, 0)
+            if held >= self.limit:
+                raise TooManyStreams(
+                    f"Your organization has {held} event streams open; the limit is "
+                    f"{self.limit}. Close one, or list events without stream=true.",
+                    param="stream",
+                    headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)},
+                )
+            self._open[tenant_id] = held + 1
+        return StreamSlot(self, tenant_id)
+
+    def _release(self, tenant_id: str) -> None:
+        with self._lock:
+            left = self._open.get(tenant_id, 0) - 1
+            if left > 0:
+                self._open[tenant_id] = left
+            else:
+                self._open.pop(tenant_id, None)
+
+    def open_count(self, tenant_id: str) -> int:
+        with self._lock:
+            return self._open.get(tenant_id, 0)
+
+
+@dataclass
+class StreamSlot:
+    """One held place; `release` is idempotent (the generator's `finally` and the response's
+    background task both call it, whichever runs)."""
+
+    slots: StreamSlots
+    tenant_id: str
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.slots._release(self.tenant_id)
+
+
+@dataclass(frozen=True)
+class Poll:
+    events: list[dict[str, Any]]
+    last_seq: int
+    authorized: bool
+    ended: bool
+
+
+# A stream ends once the job stops making events on its own: terminal, or paused (a resumed
+# job is a new stream for the client to open).
+_ENDS_STREAM = frozenset({JobStatus.PAUSED.value})
+
+
+def poll(token: str, tenant_id: str, job_id: str, after_seq: int) -> Poll:
+    """One short transaction: the key still valid for this tenant, the job's status, then the
+    events after ``after_seq`` (status first: once it is final, this read drains the rest)."""
+    with session_scope() as session:
+        if ApiKeyRepository(session).live_tenant(token) != tenant_id:
+            return Poll([], after_seq, authorized=False, ended=True)
+        job = JobRepository(session).get(tenant_id, job_id)
+        ended = job is None or is_terminal(job.status) or job.status in _ENDS_STREAM
+        events = EventRepository(session).since(job_id, after_seq)
+        rendered = [event_object(e) for e in events]
+        last = events[-1].seq if events else after_seq
+    return Poll(rendered, last, authorized=True, ended=ended)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    poll_seconds: float
+    max_seconds: float
+
+
+async def event_stream(
+    token: str, tenant_id: str, job_id: str, slot: StreamSlot, settings: StreamSettings
+) -> AsyncIterator[dict[str, str]]:
+    after_seq = 0
+    deadline = time.monotonic() + settings.max_seconds
+    try:
+        while True:
+            result = await run_in_threadpool(poll, token, tenant_id, job_id, after_seq)
+            if not result.authorized:
+                body = error_body(
+                    "The API key was revoked or its organization disabled; the stream ends.",
+                    type="authentication_error",
+                    code="invalid_api_key",
+                )
+                yield {"event": "error", "data": json.dumps(body)}
+                return
+            after_seq = result.last_seq
+            for event in result.events:
+                yield {
+                    "event": "fine_tuning.job.event",
+                    "id": event["id"],
+                    "data": json.dumps(event),
+                }
+            if result.ended:
+                yield {"event": "done", "data": "[DONE]"}
+                return
+            if time.monotonic() >= deadline:
+                return  # not `done`: the job goes on; the client reconnects
+            await asyncio.sleep(min(settings.poll_seconds, max(0.0, deadline - time.monotonic())))
+    finally:
+        slot.release()
