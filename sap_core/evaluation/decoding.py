@@ -176,9 +176,12 @@ def _prefill_shared_prefix(
         logits_to_keep=1,
     )
     for layer in cache.layers:
-        if isinstance(layer, DynamicLayer) and layer.keys is not None and layer.keys.numel():
-            layer.keys = layer.keys.expand(rows, -1, -1, -1)
-            layer.values = layer.values.expand(rows, -1, -1, -1)
+        if not isinstance(layer, DynamicLayer):
+            continue  # not reached: only plain full-attention caches share a prefix
+        keys, values = layer.keys, layer.values
+        if keys is not None and values is not None and keys.numel():
+            layer.keys = keys.expand(rows, -1, -1, -1)
+            layer.values = values.expand(rows, -1, -1, -1)
 
 
 def _decode_batch(
