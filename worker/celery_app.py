@@ -1,10 +1,18 @@
-"""The Celery application: `celery -A worker.celery_app worker -Q gpu -c 1`."""
+"""The Celery application: `celery -A worker.celery_app worker -Q gpu -c 1` for training, and
+`… worker -Q validation` (cli.local_service.validator_argv) for file validation and screening."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from worker.queue import GPU_QUEUE, RUN_FINE_TUNING_JOB, BrokerSettings
+from worker.queue import (
+    GPU_QUEUE,
+    RUN_FINE_TUNING_JOB,
+    SCREEN_FILE,
+    VALIDATE_JOB_FILES,
+    VALIDATION_QUEUE,
+    BrokerSettings,
+)
 
 app = Celery("keel", broker=BrokerSettings().broker_url, include=["worker.tasks"])
 app.conf.update(
@@ -13,9 +21,14 @@ app.conf.update(
     task_acks_late=True,
     worker_prefetch_multiplier=1,
     task_ignore_result=True,
-    task_routes={RUN_FINE_TUNING_JOB: {"queue": GPU_QUEUE}},
+    task_routes={
+        RUN_FINE_TUNING_JOB: {"queue": GPU_QUEUE},
+        VALIDATE_JOB_FILES: {"queue": VALIDATION_QUEUE},
+        SCREEN_FILE: {"queue": VALIDATION_QUEUE},
+    },
     task_default_queue=GPU_QUEUE,
-    # Every job in a fresh child so GPU memory and model caches are fully released.
+    # Every job in a fresh child so GPU memory and model caches are fully released (the
+    # validation worker overrides this on its command line: it keeps the screening index).
     worker_max_tasks_per_child=1,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,

@@ -7,7 +7,7 @@ import logging
 from celery.signals import worker_process_init
 
 from worker.celery_app import app
-from worker.queue import RUN_FINE_TUNING_JOB
+from worker.queue import RUN_FINE_TUNING_JOB, SCREEN_FILE, VALIDATE_JOB_FILES
 
 log = logging.getLogger(__name__)
 
@@ -25,3 +25,17 @@ def run_fine_tuning_job(job_id: str) -> None:
     from worker.runner import run_job
 
     run_job(job_id)
+
+
+@app.task(name=VALIDATE_JOB_FILES, acks_late=True, ignore_result=True)
+def validate_job_files(job_id: str) -> None:
+    from worker.validation import validate_job
+
+    validate_job(job_id)
+
+
+@app.task(name=SCREEN_FILE, acks_late=True, ignore_result=True)
+def screen_file(tenant_id: str, file_id: str) -> None:
+    from worker.validation import screen_file as screen
+
+    screen(tenant_id, file_id)

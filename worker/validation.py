@@ -1,0 +1,203 @@
+"""Validate a job's files and screen stored files, off the request path (issues 22 and 23).
+
+`POST /v1/fine_tuning/jobs` does only the cheap checks and answers with the job in
+`validating_files`; `validate_job` runs on the validation queue's worker (its own process, so
+never behind a training job), screens the training file and moves the job to `queued` (then
+enqueues training) or to `failed` with the error the request used to answer with
+(`training_file_flagged`, param `training_file`). Every transition is a compare-and-set on
+`validating_files`: a cancel, or a duplicate delivery that finished first, wins.
+
+Screening results are cached per tenant by the file's sha256 and the screening fingerprint
+(screening.fingerprint, db.models.FileScreening): `POST /v1/files/{id}/screen` and job
+validation share them, and a file is screened once per content and configuration.
+
+Plain Python (no Celery): worker.tasks calls it, tests call it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import screening
+from dataformats import Conversation, validate_jsonl
+from db.blobs import BlobStore
+from db.job_status import JobStatus
+from db.models import File
+from db.policy_schema import PolicyDocument
+from db.repositories.events import EventRepository
+from db.repositories.files import FileRepository
+from db.repositories.jobs import JobRepository
+from db.repositories.policy import PolicyRepository
+from db.repositories.screenings import ScreeningRepository
+from db.session import session_scope
+from worker.queue import enqueue_fine_tuning_job
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("keel.validation")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why validation failed a job: the job's `error` (code, message, param)."""
+
+    code: str
+    message: str
+    param: str = "training_file"
+
+
+class StoredFileInvalid(Exception):
+    """The stored bytes no longer validate (they did at upload)."""
+
+
+@dataclass(frozen=True)
+class Screening:
+    summary: dict[str, Any]
+    decision: dict[str, Any]
+    results: list[dict[str, Any]]
+    cached: bool
+
+
+def screening_fingerprint(policy: PolicyDocument) -> str:
+    return screening.fingerprint(policy.screening.model_dump(mode="json"))
+
+
+def _read_conversations(store: BlobStore, storage_path: str) -> list[Conversation]:
+    with store.open(storage_path) as handle:
+        report = validate_jsonl(handle, keep=True)
+    if not report.ok:
+        raise StoredFileInvalid(report.errors[0] if report.errors else "no rows")
+    return report.conversations
+
+
+def screen_stored_file(
+    store: BlobStore, tenant_id: str, sha256: str, storage_path: str, policy: PolicyDocument
+) -> Screening:
+    """The cached screening of these bytes under this policy, computed and stored on a miss."""
+    fingerprint = screening_fingerprint(policy)
+    if sha256:  # every upload has one; an empty digest must never share an entry
+        with session_scope() as session:
+            hit = ScreeningRepository(session).get(tenant_id, sha256, fingerprint)
+            if hit is not None:
+                return Screening(hit.summary, hit.decision, list(hit.results), cached=True)
+    results = screening.screen_conversations(_read_conversations(store, storage_path))
+    summary = screening.summarize(results)
+    limits = screening.ScreeningLimits(
+        max_flagged_fraction=policy.screening.max_flagged_fraction,
+        max_flagged_rows=policy.screening.max_flagged_rows,
+    )
+    flagged_lines = tuple(r.line for r in results if r.flagged)
+    decision = screening.decide(summary, limits, flagged_lines).to_dict()
+    rows = [result.to_dict() for result in results]
+    if sha256:
+        with session_scope() as session:
+            ScreeningRepository(session).put(
+                tenant_id,
+                sha256,
+                fingerprint,
+                summary=summary.to_dict(),
+                decision=decision,
+                results=rows,
+            )
+    return Screening(summary.to_dict(), decision, rows, cached=False)
+
+
+def screen_file(tenant_id: str, file_id: str, settings: WorkerSettings | None = None) -> None:
+    """The `POST /v1/files/{id}/screen` task: compute and cache the file's screening."""
+    settings = settings or WorkerSettings()
+    with session_scope() as session:
+        file = FileRepository(session).get(tenant_id, file_id)
+        policy = PolicyRepository(session).current()
+        if file is None:
+            log.info("screen of %s skipped: the file is gone", file_id)
+            return
+        sha256, storage_path = file.sha256, file.storage_path
+    try:
+        screen_stored_file(BlobStore(settings.data_dir), tenant_id, sha256, storage_path, policy)
+    except (StoredFileInvalid, FileNotFoundError):
+        log.warning("screen of %s: the stored file no longer validates", file_id)
+
+
+def _check_training_file(
+    store: BlobStore, job_tenant: str, file: File, policy: PolicyDocument
+) -> Rejection | None:
+    if not policy.screening.enabled:
+        return None
+    try:
+        result = screen_stored_file(store, job_tenant, file.sha256, file.storage_path, policy)
+    except (StoredFileInvalid, FileNotFoundError):
+        return Rejection(
+            "invalid_file_format", f"File {file.id} is not a valid training file.", "training_file"
+        )
+    if result.decision.get("rejected"):
+        return Rejection("training_file_flagged", str(result.decision["message"]))
+    return None
+
+
+def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | None:
+    """Validate one job in validating_files; returns its new status (None: not ours to do)."""
+    settings = settings or WorkerSettings()
+    with session_scope() as session:
+        jobs = JobRepository(session)
+        job = jobs.begin_validation(job_id)
+        if job is None:
+            log.info("job %s is not validating_files (cancelled or done); skipping", job_id)
+            return None
+        tenant_id, attempt = job.tenant_id, job.validation_attempts
+        # The job's own file, read unscoped: a file deleted after the job was created keeps its
+        # bytes until the job ends (api.files.service.delete_file).
+        file = session.get(File, job.training_file_id)
+        assert file is not None
+        session.expunge(file)
+        policy = PolicyRepository(session).current()
+        if attempt > 1:
+            EventRepository(session).append(
+                job_id,
+                tenant_id,
+                f"Validating training file again (attempt {attempt})",
+                type="message",
+                data={"validation_attempt": attempt},
+            )
+    try:
+        rejection = _check_training_file(BlobStore(settings.data_dir), tenant_id, file, policy)
+    except Exception as exc:  # noqa: BLE001 - a crash fails the job, never the validator
+        log.exception("validation of %s crashed", job_id)
+        rejection = Rejection(
+            "internal_error", f"Validating the training file crashed: {type(exc).__name__}"
+        )
+    with session_scope() as session:
+        jobs, events = JobRepository(session), EventRepository(session)
+        if rejection is not None:
+            if not jobs.finish_validation(
+                job_id,
+                JobStatus.FAILED,
+                error_code=rejection.code,
+                error_message=rejection.message,
+                error_param=rejection.param,
+            ):
+                return None
+            events.append(
+                job_id,
+                tenant_id,
+                f"Training file rejected: {rejection.message}",
+                level="error",
+                data={"code": rejection.code},
+            )
+            return JobStatus.FAILED.value
+        if not jobs.finish_validation(job_id, JobStatus.QUEUED):
+            return None
+        events.append(job_id, tenant_id, "Files validated, moving job to queued state")
+    _enqueue_training(job_id)
+    return JobStatus.QUEUED.value
+
+
+def _enqueue_training(job_id: str) -> None:
+    """After the queued transition commits; a lost enqueue is the reaper's (enqueued_at null)."""
+    try:
+        enqueue_fine_tuning_job(job_id)
+    except Exception:
+        log.warning("enqueue of %s failed; the reaper will re-enqueue it", job_id, exc_info=True)
+        return
+    with session_scope() as session:
+        JobRepository(session).mark_enqueued(job_id)
