@@ -15,7 +15,7 @@ from db.job_status import JobStatus
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.session import session_scope
-from worker.queue import enqueue_fine_tuning_job, enqueue_validation
+from worker import queue as job_queue
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.reaper")
@@ -67,7 +67,7 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
         requeue.extend(jobs.find_unenqueued(cutoff))
     for job_id in requeue:
         try:
-            enqueue_fine_tuning_job(job_id)
+            job_queue.enqueue_fine_tuning_job(job_id)
         except Exception:  # broker down: the next pass retries
             log.exception("re-enqueue of %s failed", job_id)
             continue
@@ -104,7 +104,7 @@ def revalidate_once(settings: WorkerSettings, now: datetime) -> list[str]:
             resend.append(job.id)
     for job_id in resend:
         try:
-            enqueue_validation(job_id)
+            job_queue.enqueue_validation(job_id)
         except Exception:  # broker down: the next pass retries
             log.exception("re-send of the validation of %s failed", job_id)
             continue

@@ -32,7 +32,7 @@ from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
 from db.repositories.screenings import ScreeningRepository
 from db.session import session_scope
-from worker.queue import enqueue_fine_tuning_job
+from worker import queue as job_queue
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.validation")
@@ -195,7 +195,7 @@ def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | N
 def _enqueue_training(job_id: str) -> None:
     """After the queued transition commits; a lost enqueue is the reaper's (enqueued_at null)."""
     try:
-        enqueue_fine_tuning_job(job_id)
+        job_queue.enqueue_fine_tuning_job(job_id)
     except Exception:
         log.warning("enqueue of %s failed; the reaper will re-enqueue it", job_id, exc_info=True)
         return
