@@ -135,7 +135,7 @@ def test_create_commits_then_validates_then_enqueues(
         assert stored.enqueued_at is not None  # the training enqueue is recorded
     # A duplicate delivery of the validation task finds nothing to do.
     assert validate_job(job["id"]) is None
-    assert seen[-1] == ("gpu", "queued") and len(seen) == 2
+    assert seen == [("validation", "validating_files"), ("gpu", "queued")]
 
 
 def test_lost_sends_leave_the_job_for_the_reaper(
