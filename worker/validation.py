@@ -4,7 +4,9 @@
 `validating_files`; `validate_job` runs on the validation queue's worker (its own process, so
 never behind a training job), screens the training file and moves the job to `queued` (then
 enqueues training) or to `failed` with the error the request used to answer with
-(`training_file_flagged`, param `training_file`). Every transition is a compare-and-set on
+(`training_file_flagged`, param `training_file`), or when one epoch of the file cannot fit the
+tenant's remaining daily trained tokens (`quota_trained_tokens_exceeded`, worker.token_budget).
+Every transition is a compare-and-set on
 `validating_files`: a cancel, or a duplicate delivery that finished first, wins.
 
 Screening results are cached per tenant by the file's sha256 and the screening fingerprint
@@ -22,6 +24,7 @@ from typing import Any
 
 import screening
 from dataformats import Conversation, validate_jsonl
+from db.base import utcnow
 from db.blobs import BlobStore
 from db.job_status import JobStatus
 from db.models import File
@@ -31,11 +34,16 @@ from db.repositories.files import FileRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
 from db.repositories.screenings import ScreeningRepository
+from db.repositories.usage import TOKEN_WINDOW, UsageRepository
 from db.session import session_scope
+from db.training_spec import resolve_training
 from worker import queue as job_queue
 from worker.settings import WorkerSettings
+from worker.token_budget import one_epoch_tokens_lower_bound, tokenizer_file
 
 log = logging.getLogger("keel.validation")
+# The daily quota's code, as the create request's 429 and the worker's start-time check use it.
+QUOTA_TOKENS_CODE = "quota_trained_tokens_exceeded"
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,17 @@ class Rejection:
     code: str
     message: str
     param: str = "training_file"
+
+
+@dataclass(frozen=True)
+class _JobToValidate:
+    """What validation needs of the job, read in the transaction that takes it."""
+
+    id: str
+    tenant_id: str
+    model: str
+    hyperparameters: dict[str, Any]
+    attempt: int
 
 
 class StoredFileInvalid(Exception):
@@ -135,6 +154,44 @@ def _check_training_file(
     return None
 
 
+def _check_daily_tokens(
+    store: BlobStore,
+    settings: WorkerSettings,
+    job: _JobToValidate,
+    file: File,
+    policy: PolicyDocument,
+) -> Rejection | None:
+    """The tenant's remaining daily trained tokens against a lower bound of one epoch of the
+    file (worker.token_budget)."""
+    daily = policy.quotas.max_trained_tokens_per_day
+    if daily is None:
+        return None
+    with session_scope() as session:
+        used = UsageRepository(session).trained_tokens_since(job.tenant_id, utcnow() - TOKEN_WINDOW)
+    left = daily - used
+    if left <= 0:
+        return Rejection(
+            QUOTA_TOKENS_CODE,
+            f"Your organization trained {used} tokens in the last 24 hours; the limit is {daily} "
+            "(quotas.max_trained_tokens_per_day). Create the job again later.",
+        )
+    tokenizer = tokenizer_file(settings.model_cache_dir, job.model)
+    if tokenizer is None:
+        log.info("job %s: no tokenizer for %s here; daily token check skipped", job.id, job.model)
+        return None
+    max_length = resolve_training(job.hyperparameters, policy.training).max_length
+    conversations = _read_conversations(store, file.storage_path)
+    tokens = one_epoch_tokens_lower_bound(conversations, tokenizer, max_length)
+    if tokens is None or tokens <= left:
+        return None
+    return Rejection(
+        QUOTA_TOKENS_CODE,
+        f"One epoch of training file {file.id} is at least {tokens} tokens, and your organization "
+        f"has {left} of its {daily} trained tokens per day left "
+        "(quotas.max_trained_tokens_per_day). Create the job again later, or use a smaller file.",
+    )
+
+
 def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | None:
     """Validate one job in validating_files; returns its new status (None: not ours to do)."""
     settings = settings or WorkerSettings()
@@ -144,7 +201,14 @@ def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | N
         if job is None:
             log.info("job %s is not validating_files (cancelled or done); skipping", job_id)
             return None
-        tenant_id, attempt = job.tenant_id, job.validation_attempts
+        taken = _JobToValidate(
+            job.id,
+            job.tenant_id,
+            job.model,
+            dict(job.hyperparameters or {}),
+            job.validation_attempts,
+        )
+        tenant_id, attempt = taken.tenant_id, taken.attempt
         # The job's own file, read unscoped: a file deleted after the job was created keeps its
         # bytes until the job ends (api.files.service.delete_file).
         file = session.get(File, job.training_file_id)
@@ -159,8 +223,15 @@ def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | N
                 type="message",
                 data={"validation_attempt": attempt},
             )
+    store = BlobStore(settings.data_dir)
     try:
-        rejection = _check_training_file(BlobStore(settings.data_dir), tenant_id, file, policy)
+        rejection = _check_training_file(store, tenant_id, file, policy) or _check_daily_tokens(
+            store, settings, taken, file, policy
+        )
+    except (StoredFileInvalid, FileNotFoundError):
+        rejection = Rejection(
+            "invalid_file_format", f"File {file.id} is not a valid training file.", "training_file"
+        )
     except Exception as exc:  # noqa: BLE001 - a crash fails the job, never the validator
         log.exception("validation of %s crashed", job_id)
         rejection = Rejection(

@@ -14,15 +14,17 @@ from sqlalchemy.orm import Session
 
 import screening
 from db.base import utcnow
+from db.job_status import JobStatus
 from db.repositories.jobs import JobRepository
 from db.session import session_scope
 from tests.api.conftest import Customer
-from tests.fixtures.factories import chat_jsonl, make_adapter_job
+from tests.fixtures.factories import chat_jsonl, make_adapter_job, make_file, make_job
 from worker.reaper import revalidate_once
 from worker.settings import WorkerSettings
 from worker.validation import screen_file, validate_job
 
 MODEL = "smollm2-135m-instruct"
+MODELS = Path(__file__).resolve().parents[2] / "var" / "models"
 ADMIN = {"Authorization": "Bearer " + "test-admin-" + "k" * 32}
 
 
@@ -226,10 +228,64 @@ def test_screen_refuses_a_result_file(
     assert response.json()["error"]["code"] == "invalid_file_purpose"
 
 
-def test_screening_disabled_queues_without_reading_the_file(
+def test_screening_disabled_queues_without_screening(
     client: TestClient, alice: Customer, enqueued: list[str], screen_calls: list[int]
 ) -> None:
     job_id = _create(client, alice, _upload(client, alice, chat_jsonl(3)))  # test policy: off
     assert validate_job(job_id) == "queued"
     assert screen_calls == []
     assert enqueued == [job_id]
+
+
+def test_a_file_over_the_remaining_daily_tokens_fails_at_validation(
+    client: TestClient,
+    session: Session,
+    alice: Customer,
+    data_dir: Path,
+    enqueued: list[str],
+    tmp_path: Path,
+) -> None:
+    response = client.put(
+        "/admin/v1/policy",
+        headers=ADMIN,
+        json={"allowed_models": [MODEL], "quotas": {"max_trained_tokens_per_day": 1000}},
+    )
+    assert response.status_code == 200, response.text
+    # A job that ended an hour ago trained 990 of the tenant's 1000 tokens for the day.
+    earlier = make_file(session, alice.tenant_id, data_dir)
+    make_job(
+        session,
+        alice.tenant_id,
+        earlier.id,
+        status=JobStatus.SUCCEEDED,
+        trained_tokens=990,
+        finished_at=utcnow() - timedelta(hours=1),
+    )
+    session.commit()
+    file_id = _upload(client, alice, chat_jsonl(5))  # ~45 tokens: more than the 10 left
+    job_id = _create(client, alice, file_id)  # under the quota at create: 990 < 1000
+
+    with_tokenizer = WorkerSettings(model_cache_dir=MODELS)
+    assert validate_job(job_id, with_tokenizer) == "failed"
+    job = _job(client, alice, job_id)
+    assert (job["error"]["code"], job["error"]["param"]) == (
+        "quota_trained_tokens_exceeded",
+        "training_file",
+    )
+    assert "10 of its 1000 trained tokens per day left" in job["error"]["message"]
+    assert enqueued == []
+
+    # Without the model's tokenizer here the check is skipped (the start-time cut still holds).
+    skipped = _create(client, alice, file_id)
+    assert validate_job(skipped, WorkerSettings(model_cache_dir=tmp_path)) == "queued"
+
+    # With room left the same file passes.
+    response = client.put(
+        "/admin/v1/policy",
+        headers=ADMIN,
+        json={"allowed_models": [MODEL], "quotas": {"max_trained_tokens_per_day": 2000}},
+    )
+    assert response.status_code == 200
+    roomy = _create(client, alice, file_id)
+    assert validate_job(roomy, with_tokenizer) == "queued"
+    assert enqueued == [skipped, roomy]
