@@ -83,7 +83,8 @@ def test_a_real_validator_validates_and_screens_without_a_training_worker(
                 return value if value != "validating_files" else None
 
             assert _until(status) == "queued"
-            assert broker.llen("gpu") == 1  # sent on for training, by the validator
+            # Sent on for training by the validator, right after the queued status commits.
+            assert _until(lambda: broker.llen("gpu") == 1, timeout=30)
 
             # Job validation cached the file's screening: the endpoint answers at once.
             screened = client.post(f"/v1/files/{file_id}/screen", headers=alice.headers)
