@@ -19,6 +19,7 @@ Plain Python (no Celery): worker.tasks calls it, tests call it.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,12 +159,7 @@ def _check_training_file(
 ) -> Rejection | None:
     if not policy.screening.enabled:
         return None
-    try:
-        result = screen_stored_file(rows, job_tenant, file.sha256, policy)
-    except (StoredFileInvalid, FileNotFoundError):
-        return Rejection(
-            "invalid_file_format", f"File {file.id} is not a valid training file.", "training_file"
-        )
+    result = screen_stored_file(rows, job_tenant, file.sha256, policy)
     if result.decision.get("rejected"):
         return Rejection("training_file_flagged", str(result.decision["message"]))
     return None
@@ -206,6 +202,32 @@ def _check_daily_tokens(
     )
 
 
+class _Touching:
+    """While validation runs, touch the job every `interval` seconds (a thread of its own), so
+    the reaper does not take a long screen for a lost one and start a duplicate."""
+
+    def __init__(self, job_id: str, interval: float) -> None:
+        self._job_id, self._interval = job_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"touch-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                with session_scope() as session:
+                    JobRepository(session).touch_validation(self._job_id)
+            except Exception:  # noqa: BLE001 - a missed touch only risks a duplicate
+                log.warning("touch of %s failed", self._job_id, exc_info=True)
+
+    def __enter__(self) -> _Touching:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | None:
     """Validate one job in validating_files; returns its new status (None: not ours to do)."""
     settings = settings or WorkerSettings()
@@ -239,9 +261,10 @@ def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | N
             )
     rows = StoredRows(BlobStore(settings.data_dir), file.storage_path)
     try:
-        rejection = _check_training_file(rows, tenant_id, file, policy) or _check_daily_tokens(
-            rows, settings, taken, file, policy
-        )
+        with _Touching(job_id, interval=max(1.0, settings.requeue_after_seconds / 3)):
+            rejection = _check_training_file(rows, tenant_id, file, policy) or (
+                _check_daily_tokens(rows, settings, taken, file, policy)
+            )
     except (StoredFileInvalid, FileNotFoundError):
         rejection = Rejection(
             "invalid_file_format", f"File {file.id} is not a valid training file.", "training_file"

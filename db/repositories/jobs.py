@@ -401,6 +401,18 @@ class JobRepository:
         )
         return self.get_unscoped(job_id) if taken else None
 
+    def touch_validation(self, job_id: str, now: datetime | None = None) -> bool:
+        """The validator's sign of life while it works on a big file: the reaper re-sends only a
+        validation neither sent nor touched for requeue_after_seconds."""
+        return self._update_returning(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.VALIDATING_FILES.value,
+            )
+            .values(enqueued_at=now or utcnow())
+        )
+
     def finish_validation(
         self,
         job_id: str,

@@ -4,6 +4,7 @@ endpoint."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,26 @@ def test_a_file_over_the_remaining_daily_tokens_fails_at_validation(
     roomy = _create(client, alice, file_id)
     assert validate_job(roomy, with_tokenizer) == "queued"
     assert enqueued == [skipped, roomy]
+
+
+def test_a_long_validation_keeps_the_reaper_away(
+    client: TestClient,
+    alice: Customer,
+    validations: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _policy(client, max_flagged_fraction=0.05)
+    job_id = _create(client, alice, _upload(client, alice, chat_jsonl(5)))
+    settings = WorkerSettings(requeue_after_seconds=3, max_attempts=3)  # touched every second
+    real = screening.screen_conversations
+    reaper_saw: list[list[str]] = []
+
+    def slow(conversations: Any) -> list[screening.ScreenResult]:
+        time.sleep(4.5)  # longer than requeue_after_seconds: stale unless touched
+        reaper_saw.append(revalidate_once(settings, utcnow()))
+        return real(conversations)
+
+    monkeypatch.setattr(screening, "screen_conversations", slow)
+    assert validate_job(job_id, settings) == "queued"
+    assert reaper_saw == [[]]
+    assert validations == [job_id]  # only the create's send: no duplicate validation
