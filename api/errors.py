@@ -73,6 +73,18 @@ class Unauthorized(AppError):
         super().__init__(message, **kwargs)
 
 
+class ServiceUnavailable(AppError):
+    """A dependency (the broker) is down: retry later (answered with Retry-After)."""
+
+    status_code = 503
+    code = "service_unavailable"
+    type = "server_error"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(message, **kwargs)
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "file_too_large"

@@ -99,10 +99,24 @@ def delete_file(file_id: str, api_base: str | None = ApiBase, api_key: str | Non
 
 
 @files_app.command("screen")
-def screen_file(file_id: str, api_base: str | None = ApiBase, api_key: str | None = ApiKey) -> None:
-    """Screen a dataset for harmful requests (per-example flags)."""
+def screen_file(
+    file_id: str,
+    api_base: str | None = ApiBase,
+    api_key: str | None = ApiKey,
+    wait: float = typer.Option(600.0, help="Seconds to wait for a queued screen (202)"),
+) -> None:
+    """Screen a dataset for harmful requests (per-example flags).
+
+    The server screens on its validation worker: a 202 means queued, so ask again every second
+    until the result (200) or --wait seconds."""
+    deadline = time.monotonic() + wait
     with _client(api_base, api_key) as client:
-        console.print_json(data=_check(client.post(f"/files/{file_id}/screen")))
+        while True:
+            response = client.post(f"/files/{file_id}/screen")
+            if response.status_code != 202 or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+        console.print_json(data=_check(response))
 
 
 @files_app.command("download")

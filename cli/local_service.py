@@ -1,8 +1,8 @@
 """Run Keel on this machine as child processes: the one "start `keel serve` and wait" helper.
 
 Used by scripts/demo.py, scripts/experiment.py (`serve_locally`) and the e2e tests (`spawn`,
-`stop`, `wait_ready` for the API, worker and reaper they start one by one so that a test can
-kill the worker). `keel serve` itself starts its children from the same `*_argv` lines.
+`stop`, `wait_ready` for the API, worker, validator and reaper they start one by one so that a
+test can kill the worker). `keel serve` itself starts its children from the same `*_argv` lines.
 """
 
 from __future__ import annotations
@@ -69,6 +69,18 @@ def webhook_worker_argv(concurrency: int, node_name: str) -> list[str]:
         *[sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"],
         *["-Q", "webhooks", "-c", str(concurrency), "--pool", "threads", "--loglevel", "INFO"],
         *["-n", node_name],
+    ]
+
+
+def validator_argv(node_name: str) -> list[str]:
+    """A Celery worker on the validation queue (job file validation, screening): its own process,
+    so a job's files are checked at once even while the GPU worker trains for hours. Two
+    processes, each kept for many tasks (the screening index is built once per process, ~2.5 s;
+    training's one-task-per-child rule is for GPU memory)."""
+    return [
+        *[sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"],
+        *["-Q", "validation", "-c", "2", "--pool", "prefork", "--loglevel", "INFO"],
+        *["--max-tasks-per-child", "200", "-n", node_name],
     ]
 
 

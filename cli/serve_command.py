@@ -1,4 +1,5 @@
-"""`keel serve`: migrate, then run the API (uvicorn), a Celery worker and the reaper as children,
+"""`keel serve`: migrate, then run the API (uvicorn), a Celery worker (training), a Celery
+validator (file validation and screening, its own queue) and the reaper as children,
 restarted with backoff when one dies (cli.supervisor)."""
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from cli.local_service import api_argv, reaper_argv, webhook_worker_argv, worker_argv
+from cli.local_service import (
+    api_argv,
+    reaper_argv,
+    validator_argv,
+    webhook_worker_argv,
+    worker_argv,
+)
 from cli.supervisor import ChildSpec, Supervisor
 
 console = Console(stderr=True)
@@ -64,9 +71,12 @@ def serve(
     port: int = typer.Option(8000, help="HTTP port for the API"),
     host: str = typer.Option("127.0.0.1", help="Bind address"),
     workers: int = typer.Option(1, help="Celery worker processes (one per GPU in production)"),
-    no_worker: bool = typer.Option(False, "--no-worker", help="Run only the API"),
+    no_worker: bool = typer.Option(
+        False, "--no-worker", help="Run only the API (jobs stay in validating_files)"
+    ),
 ) -> None:
-    """Run the API, a Celery worker, the webhooks worker and the reaper until Ctrl-C / SIGTERM."""
+    """Run the API, a Celery worker, the file validator, the webhooks worker and the reaper
+    until Ctrl-C / SIGTERM."""
     _check_policy_file()
     _ensure_dirs()
     migrate_database()
@@ -77,6 +87,8 @@ def serve(
         # Webhooks on their own queue and worker: a dead receiver never delays training.
         hooks = f"keel-webhooks-{os.getpid()}@%h"
         specs.append(ChildSpec("webhooks", webhook_worker_argv(4, hooks)))
+        validator = f"keel-validator-{os.getpid()}@%h"
+        specs.append(ChildSpec("validator", validator_argv(validator)))
         specs.append(ChildSpec("reaper", reaper_argv()))
     specs.append(ChildSpec("api", api_argv(host, port, log_level="info")))
     supervisor = Supervisor(

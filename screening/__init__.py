@@ -5,6 +5,7 @@ process imports it without any ML stack.
 """
 
 from screening.decision import ScreeningDecision, ScreeningLimits, decide
+from screening.fingerprint import fingerprint, screener_version
 from screening.screen import (
     Reference,
     ScreeningIndex,
@@ -27,11 +28,13 @@ __all__ = [
     "ScreenSummary",
     "ScreeningIndex",
     "decide",
+    "fingerprint",
     "default_index",
     "load_reference_prompts",
     "load_reference_responses",
     "screen_conversation",
     "screen_conversations",
     "screen_jsonl",
+    "screener_version",
     "summarize",
 ]

@@ -1,8 +1,9 @@
 """The Celery application.
 
-Training: `celery -A worker.celery_app worker -Q gpu -c 1`. Webhooks, in their own worker so a
-slow receiver never holds up training: `celery -A worker.celery_app worker -Q webhooks --pool
-threads -c 8` (cli.local_service.webhook_worker_argv).
+Training: `celery -A worker.celery_app worker -Q gpu -c 1`. File validation and screening:
+`… worker -Q validation` (cli.local_service.validator_argv). Webhooks, in their own worker so a
+slow receiver never holds up training: `… worker -Q webhooks --pool threads -c 8`
+(cli.local_service.webhook_worker_argv).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from worker.queue import (
     DELIVER_WEBHOOK,
     GPU_QUEUE,
     RUN_FINE_TUNING_JOB,
+    SCREEN_FILE,
+    VALIDATE_JOB_FILES,
+    VALIDATION_QUEUE,
     WEBHOOK_QUEUE,
     BrokerSettings,
 )
@@ -27,9 +31,12 @@ app.conf.update(
     task_routes={
         RUN_FINE_TUNING_JOB: {"queue": GPU_QUEUE},
         DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE},
+        VALIDATE_JOB_FILES: {"queue": VALIDATION_QUEUE},
+        SCREEN_FILE: {"queue": VALIDATION_QUEUE},
     },
     task_default_queue=GPU_QUEUE,
-    # Every job in a fresh child so GPU memory and model caches are fully released.
+    # Every job in a fresh child so GPU memory and model caches are fully released (the
+    # validation worker overrides this on its command line: it keeps the screening index).
     worker_max_tasks_per_child=1,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,

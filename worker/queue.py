@@ -16,10 +16,16 @@ from db.repositories.webhooks import WebhookOutboxRepository
 from db.settings import get_settings
 
 RUN_FINE_TUNING_JOB = "keel.run_fine_tuning_job"
+VALIDATE_JOB_FILES = "keel.validate_job_files"
+SCREEN_FILE = "keel.screen_file"
 GPU_QUEUE = "gpu"
 DELIVER_WEBHOOK = "keel.deliver_webhook"
 # Its own queue and worker: a slow or dead receiver never holds up a training job.
 WEBHOOK_QUEUE = "webhooks"
+# Validation and screening have their own queue and worker (cli.local_service.validator_argv),
+# so a job's files are checked at once, never behind a training job that holds the GPU worker
+# for hours.
+VALIDATION_QUEUE = "validation"
 
 log = logging.getLogger("keel.queue")
 
@@ -72,3 +78,13 @@ def hand_off_webhooks(delivery_ids: list[str]) -> None:
             enqueue_webhook_delivery(delivery_id)
         except Exception:  # noqa: BLE001 - the outbox row stays; the dispatcher sends it
             log.warning("handoff of webhook %s failed; the dispatcher will send it", delivery_id)
+
+
+def enqueue_validation(job_id: str) -> None:
+    """Send a job in validating_files to the validation queue (worker.validation.validate_job)."""
+    _producer_app().send_task(VALIDATE_JOB_FILES, args=[job_id], queue=VALIDATION_QUEUE)
+
+
+def enqueue_screening(tenant_id: str, file_id: str) -> None:
+    """Ask for a file's screening to be computed and cached (worker.validation.screen_file)."""
+    _producer_app().send_task(SCREEN_FILE, args=[tenant_id, file_id], queue=VALIDATION_QUEUE)

@@ -1,5 +1,6 @@
-"""The reaper: re-enqueue jobs whose worker died (lease expired) or whose enqueue was lost, and
-dispatch webhook deliveries whose handoff to the webhooks queue was lost (the outbox).
+"""The reaper: re-enqueue jobs whose worker died (lease expired) or whose enqueue was lost;
+dispatch webhook deliveries whose handoff to the webhooks queue was lost (the outbox), and
+re-send the validation of jobs stuck in validating_files (a lost enqueue or a dead validator).
 
 Run with `python -m worker.reaper` (or `keel reaper`). Safe to run several: re-enqueueing is
 idempotent because a worker only trains a job it wins by compare-and-set.
@@ -11,13 +12,15 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from db.job_status import JobStatus
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.webhooks import WebhookOutboxRepository
 from db.session import session_scope
 from db.settings import get_settings
 from db.webhook_events import JobWebhookEvent
-from worker.queue import enqueue_fine_tuning_job, enqueue_webhook_delivery, record_job_webhooks
+from worker import queue as job_queue
+from worker.queue import enqueue_webhook_delivery, record_job_webhooks
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.reaper")
@@ -71,13 +74,14 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
         requeue.extend(jobs.find_unenqueued(cutoff))
     for job_id in requeue:
         try:
-            enqueue_fine_tuning_job(job_id)
+            job_queue.enqueue_fine_tuning_job(job_id)
         except Exception:  # broker down: the next pass retries
             log.exception("re-enqueue of %s failed", job_id)
             continue
         with session_scope() as session:
             JobRepository(session).mark_enqueued(job_id)
         log.info("re-enqueued %s", job_id)
+    revalidate_once(settings, now)
     return requeue
 
 
@@ -100,6 +104,43 @@ def dispatch_webhooks_once(now: datetime | None = None) -> list[str]:
     if sent:
         log.info("dispatched %d webhook deliveries", len(sent))
     return sent
+
+
+def revalidate_once(settings: WorkerSettings, now: datetime) -> list[str]:
+    """Re-send the validation of jobs in validating_files not sent nor taken for
+    `requeue_after_seconds` (validation is idempotent: it re-checks the status by
+    compare-and-set); fail those whose validator was lost `max_attempts` times."""
+    cutoff = now - timedelta(seconds=settings.requeue_after_seconds)
+    resend: list[str] = []
+    with session_scope() as session:
+        jobs, events = JobRepository(session), EventRepository(session)
+        for job in jobs.find_unvalidated(cutoff):
+            if job.validation_attempts >= settings.max_attempts:
+                message = (
+                    f"Validating the training file stopped without a result "
+                    f"{job.validation_attempts} times (the validator was lost)."
+                )
+                if jobs.finish_validation(
+                    job.id,
+                    JobStatus.FAILED,
+                    error_code="worker_lost",
+                    error_message=message,
+                    error_param="training_file",
+                ):
+                    events.append(job.id, job.tenant_id, message, level="error")
+                    record_job_webhooks(session, job.tenant_id, job.id, JobWebhookEvent.FAILED)
+                continue
+            resend.append(job.id)
+    for job_id in resend:
+        try:
+            job_queue.enqueue_validation(job_id)
+        except Exception:  # broker down: the next pass retries
+            log.exception("re-send of the validation of %s failed", job_id)
+            continue
+        with session_scope() as session:
+            JobRepository(session).mark_enqueued(job_id)
+        log.info("re-sent the validation of %s", job_id)
+    return resend
 
 
 def run_forever() -> None:

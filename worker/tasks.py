@@ -7,7 +7,13 @@ import logging
 from celery.signals import worker_process_init
 
 from worker.celery_app import app
-from worker.queue import DELIVER_WEBHOOK, RUN_FINE_TUNING_JOB, enqueue_webhook_delivery
+from worker.queue import (
+    DELIVER_WEBHOOK,
+    RUN_FINE_TUNING_JOB,
+    SCREEN_FILE,
+    VALIDATE_JOB_FILES,
+    enqueue_webhook_delivery,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,3 +41,17 @@ def deliver_webhook(delivery_id: str) -> None:
     if countdown is not None:
         # The same delivery id (and so the same webhook-id) on every retry.
         enqueue_webhook_delivery(delivery_id, countdown=countdown)
+
+
+@app.task(name=VALIDATE_JOB_FILES, acks_late=True, ignore_result=True)
+def validate_job_files(job_id: str) -> None:
+    from worker.validation import validate_job
+
+    validate_job(job_id)
+
+
+@app.task(name=SCREEN_FILE, acks_late=True, ignore_result=True)
+def screen_file(tenant_id: str, file_id: str) -> None:
+    from worker.validation import screen_file as screen
+
+    screen(tenant_id, file_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -110,11 +110,36 @@ def delete_file(
     return {"id": file.id, "object": "file", "deleted": True}
 
 
-@router.post("/{file_id}/screen")
+SCREENING_PENDING_EXAMPLE = {"object": "file.screening", "file_id": "file-abc", "status": "pending"}
+
+
+@router.post(
+    "/{file_id}/screen",
+    responses={
+        200: {"description": "The finished screening: `status` `completed`, `summary`, `results`."},
+        202: {
+            "description": "Not screened yet under the current screening policy: the screen was "
+            "queued; call again (the same request) until it answers 200.",
+            "content": {"application/json": {"example": SCREENING_PENDING_EXAMPLE}},
+        },
+        503: {"description": "The task queue is unavailable (`broker_unavailable`); retry."},
+    },
+)
 def screen_file(
-    file_id: str, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep
+    file_id: str, response: Response, session: SessionDep, tenant_id: TenantDep
 ) -> dict[str, Any]:
-    """Screen a training file per example for harmful requests."""
+    """Screen a training file per example for harmful requests.
+
+    Screening runs on the validation worker, never in the API, and its result is cached by the
+    file's sha256 and the screening configuration. 200 with `status: "completed"`, `summary`
+    and per-row `results` (line numbers and scores, never text) when a result is cached; else
+    202 with `{"object": "file.screening", "file_id": …, "status": "pending"}` after queueing the
+    screen: repeat the request until it answers 200.
+    """
     file = service.get_file(session, tenant_id, file_id)
-    report = service.screen_file(BlobStore(settings.data_dir), file)
-    return {"object": "file.screening", "file_id": file.id, **report}
+    cached = service.screening_status(session, file)
+    if cached is None:
+        service.request_screening(tenant_id, file.id)
+        response.status_code = 202
+        return {"object": "file.screening", "file_id": file.id, "status": "pending"}
+    return {"object": "file.screening", "file_id": file.id, "status": "completed", **cached}

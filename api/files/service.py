@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import screening
-from api.errors import AppError, Conflict, Forbidden, InvalidRequest, NotFound
+from api.errors import AppError, Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable
 from api.quotas.service import check_storage_quota
-from dataformats import Conversation, ValidationReport, validate_jsonl
+from dataformats import ValidationReport, validate_jsonl
 from db.after_commit import after_commit
 from db.base import utcnow
 from db.blobs import BlobStore
@@ -23,6 +23,8 @@ from db.repositories.files import FileRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
 from db.repositories.safety_reports import SafetyReportRepository
+from db.repositories.screenings import ScreeningRepository
+from worker import queue as job_queue
 
 UPLOADABLE_PURPOSES = (FilePurpose.FINE_TUNE.value,)
 CHUNK_BYTES = 1 << 20
@@ -120,16 +122,6 @@ def delete_file(session: Session, store: BlobStore, tenant_id: str, file_id: str
     return file
 
 
-def read_conversations(store: BlobStore, file: File) -> list[Conversation]:
-    with store.open(file.storage_path) as handle:
-        report = validate_jsonl(handle, keep=True)
-    if not report.ok:
-        raise InvalidRequest(
-            f"Stored file {file.id} no longer validates.", param="file", code="invalid_file_format"
-        )
-    return report.conversations
-
-
 def _withheld(message: str, status_code: int) -> AppError:
     error_cls = Conflict if status_code == 409 else Forbidden
     return error_cls(message, code="adapter_withheld", param="id")
@@ -182,13 +174,31 @@ def iter_and_close(handle: BinaryIO) -> Iterator[bytes]:
         handle.close()
 
 
-def screen_file(store: BlobStore, file: File) -> dict[str, Any]:
-    """Per-example screening of the file's rows; results carry line numbers, never text."""
-    results = screening.screen_conversations(read_conversations(store, file))
-    return {
-        "summary": screening.summarize(results).to_dict(),
-        "results": [result.to_dict() for result in results],
-    }
+def screening_status(session: Session, file: File) -> dict[str, Any] | None:
+    """The file's finished screening under the current policy (cached by the worker, keyed by
+    tenant, sha256 and screening fingerprint), or None when none is cached yet."""
+    if file.purpose != FilePurpose.FINE_TUNE.value:
+        raise InvalidRequest(
+            f"File {file.id} has purpose '{file.purpose}'; only training files are screened.",
+            param="id",
+            code="invalid_file_purpose",
+        )
+    policy = PolicyRepository(session).current()
+    fingerprint = screening.fingerprint(policy.screening.model_dump(mode="json"))
+    cached = ScreeningRepository(session).get(file.tenant_id, file.sha256, fingerprint)
+    if cached is None or not file.sha256:
+        return None
+    return {"summary": cached.summary, "results": cached.results}
+
+
+def request_screening(tenant_id: str, file_id: str) -> None:
+    """Ask the validation worker to screen the file (a duplicate request finds its cache)."""
+    try:
+        job_queue.enqueue_screening(tenant_id, file_id)
+    except Exception as exc:
+        raise ServiceUnavailable(
+            "The task queue is unavailable; retry shortly.", code="broker_unavailable"
+        ) from exc
 
 
 def blob_store(data_dir: Path) -> BlobStore:

@@ -38,7 +38,18 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine_tuning"])
 def create_job(
     body: JobCreate, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep
 ) -> dict[str, Any]:
-    """Create a fine-tuning job."""
+    """Create a fine-tuning job.
+
+    Only cheap checks run in this request (model, hyperparameter limits, the safety block, the
+    files exist for the caller with purpose `fine-tune`, quotas: 429 `quota_active_jobs_exceeded`
+    or `quota_trained_tokens_exceeded`). The job is answered in `validating_files`; the
+    validation worker then screens the training file and moves the job to `queued`, or to
+    `failed` with `error` = {code, message, param}: `training_file_flagged` (too many rows
+    flagged by screening), `quota_trained_tokens_exceeded` (one epoch of the file cannot fit the
+    tenant's remaining daily trained tokens) or `invalid_file_format`, each with param
+    `training_file`. The job's events say which (`Files validated, moving job to queued state`
+    or `Training file rejected: …`). A job in `validating_files` can be cancelled.
+    """
     job = service.create_job(session, BlobStore(settings.data_dir), tenant_id, body)
     return job_object(job)
 

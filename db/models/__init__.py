@@ -4,6 +4,7 @@ from db.models.admin import AdminKey, AuditEvent
 from db.models.file import File, FilePurpose, FileStatus
 from db.models.job import FineTuningJob, JobCheckpoint, JobEvent
 from db.models.safety import Artifact, ProviderPolicy, SafetyReport, Verdict
+from db.models.screening import FileScreening
 from db.models.tenant import ApiKey, Tenant
 from db.models.webhook import WebhookDelivery, WebhookEndpoint
 
@@ -14,6 +15,7 @@ __all__ = [
     "Artifact",
     "File",
     "FilePurpose",
+    "FileScreening",
     "FileStatus",
     "FineTuningJob",
     "JobCheckpoint",

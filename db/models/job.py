@@ -61,6 +61,9 @@ class FineTuningJob(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     fencing_token: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Times a validator took the job in validating_files (worker.validation): the reaper gives
+    # up after max_attempts, as it does for training attempts.
+    validation_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

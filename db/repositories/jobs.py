@@ -211,27 +211,6 @@ class JobRepository:
             self.session.refresh(job)
         return job
 
-    def set_status(
-        self,
-        job: FineTuningJob,
-        status: JobStatus,
-        *,
-        error_code: str | None = None,
-        error_message: str | None = None,
-        error_param: str | None = None,
-    ) -> None:
-        """API-side transition of an unleased job (validating_files → queued | failed)."""
-        job.status = status.value
-        if error_code is not None:
-            job.error_code, job.error_message, job.error_param = (
-                error_code,
-                error_message,
-                error_param,
-            )
-        if status in _FINISH_STATUSES:
-            job.finished_at = utcnow()
-        self.session.flush()
-
     def count_by_status(self) -> dict[str, int]:
         rows = self.session.execute(
             select(FineTuningJob.status, func.count()).group_by(FineTuningJob.status)
@@ -402,6 +381,76 @@ class JobRepository:
             .values(enqueued_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+
+    # ----------------------------------------------------------------------- validation
+    def begin_validation(self, job_id: str, now: datetime | None = None) -> FineTuningJob | None:
+        """Take a job in validating_files for validation (one more validation attempt; its
+        enqueued_at becomes now, so the reaper waits another requeue interval before sending it
+        again). None when the job is no longer validating (cancelled, or already validated by a
+        duplicate delivery)."""
+        taken = self._update_returning(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.VALIDATING_FILES.value,
+            )
+            .values(
+                validation_attempts=FineTuningJob.validation_attempts + 1,
+                enqueued_at=now or utcnow(),
+            )
+        )
+        return self.get_unscoped(job_id) if taken else None
+
+    def touch_validation(self, job_id: str, now: datetime | None = None) -> bool:
+        """The validator's sign of life while it works on a big file: the reaper re-sends only a
+        validation neither sent nor touched for requeue_after_seconds."""
+        return self._update_returning(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.VALIDATING_FILES.value,
+            )
+            .values(enqueued_at=now or utcnow())
+        )
+
+    def finish_validation(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        error_param: str | None = None,
+    ) -> bool:
+        """validating_files → queued (to be enqueued for training) or failed, by compare-and-set:
+        False when the job left validating_files meanwhile (a cancel wins over a late result)."""
+        if status not in (JobStatus.QUEUED, JobStatus.FAILED):
+            raise ValueError(f"validation ends in queued or failed, not {status}")
+        values: dict[str, Any] = {"status": status.value, "enqueued_at": None}
+        if status == JobStatus.FAILED:
+            values.update(
+                finished_at=utcnow(),
+                error_code=error_code,
+                error_message=error_message,
+                error_param=error_param,
+            )
+        return self._update_returning(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == JobStatus.VALIDATING_FILES.value,
+            )
+            .values(**values)
+        )
+
+    def find_unvalidated(self, older_than: datetime) -> builtins.list[FineTuningJob]:
+        """Jobs in validating_files whose validation was neither sent nor taken since
+        `older_than` (a lost enqueue, or a validator that died mid-file)."""
+        stmt = select(FineTuningJob).where(
+            FineTuningJob.status == JobStatus.VALIDATING_FILES.value,
+            func.coalesce(FineTuningJob.enqueued_at, FineTuningJob.created_at) < older_than,
+        )
+        return list(self.session.scalars(stmt))
 
     def release_quarantined(self, job_id: str, fine_tuned_model: str) -> bool:
         """failed (quarantined) → succeeded: only the provider admin's release does this."""

@@ -1,4 +1,5 @@
-"""API test fixtures: the app on the session database, two tenants, a recorded enqueue."""
+"""API test fixtures: the app on the session database, two tenants, recorded enqueues (training,
+validation, screening)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,31 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def client(engine: Engine, enqueued: list[str], data_dir: Path) -> Iterator[TestClient]:
+def validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Job ids sent to the validation queue (tests run worker.validation.validate_job)."""
+    calls: list[str] = []
+    monkeypatch.setattr("worker.queue.enqueue_validation", calls.append)
+    return calls
+
+
+@pytest.fixture
+def screens(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(tenant, file) screens sent to the validation queue."""
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        "worker.queue.enqueue_screening", lambda tenant, file: calls.append((tenant, file))
+    )
+    return calls
+
+
+@pytest.fixture
+def client(
+    engine: Engine,
+    enqueued: list[str],
+    validations: list[str],
+    screens: list[tuple[str, str]],
+    data_dir: Path,
+) -> Iterator[TestClient]:
     with TestClient(create_app()) as test_client:
         yield test_client
 

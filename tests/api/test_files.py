@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import Customer
 from tests.fixtures.factories import CHAT_ROW, chat_jsonl, jsonl
+from worker.validation import screen_file
 
 CAP = 256 * 1024  # KEEL_MAX_UPLOAD_BYTES in the test session
 
@@ -212,9 +213,19 @@ def test_bad_list_params(client: TestClient, alice: Customer, params: dict[str, 
     assert error["param"] == next(iter(params))
 
 
-def test_screen_reports_per_line_results(client: TestClient, alice: Customer) -> None:
+def test_screen_reports_per_line_results(
+    client: TestClient, alice: Customer, screens: list[tuple[str, str]]
+) -> None:
     file_id = _upload(client, alice, chat_jsonl(4)).json()["id"]  # type: ignore[attr-defined]
-    report = client.post(f"/v1/files/{file_id}/screen", headers=alice.headers).json()
+    pending = client.post(f"/v1/files/{file_id}/screen", headers=alice.headers)
+    assert pending.status_code == 202
+    assert pending.json() == {"object": "file.screening", "file_id": file_id, "status": "pending"}
+    assert screens == [(alice.tenant_id, file_id)]
+    screen_file(*screens[0])  # what the validation worker does
+    done = client.post(f"/v1/files/{file_id}/screen", headers=alice.headers)
+    assert done.status_code == 200
+    report = done.json()
+    assert report["status"] == "completed"
     assert report["file_id"] == file_id
     assert report["summary"]["rows"] == 4
     assert [r["line"] for r in report["results"]] == [1, 2, 3, 4]

@@ -1,4 +1,5 @@
-"""/v1/fine_tuning/jobs: create (commit, then enqueue), list, lifecycle actions, events, reports."""
+"""/v1/fine_tuning/jobs: create (commit, then validate off the request path, then enqueue), list,
+lifecycle actions, events, reports."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from db.repositories.safety_reports import SafetyReportRepository
 from db.session import session_scope
 from tests.api.conftest import Customer
 from tests.fixtures.factories import chat_jsonl, make_adapter_job, make_file, make_job
+from worker.validation import validate_job
 
 MODEL = "smollm2-135m-instruct"
 
@@ -49,18 +51,35 @@ def _create(client: TestClient, who: Customer, **body: Any) -> Any:
     return client.post("/v1/fine_tuning/jobs", headers=who.headers, json=body)
 
 
-def test_create_commits_then_enqueues(
+def _create_validated(client: TestClient, who: Customer, **body: Any) -> dict[str, Any]:
+    """Create a job, then run its validation as the validation worker would; the job as GET
+    answers it afterwards."""
+    created = _create(client, who, **body)
+    assert created.status_code == 200, created.text
+    assert created.json()["status"] == "validating_files"
+    validate_job(created.json()["id"])
+    job: dict[str, Any] = client.get(
+        f"/v1/fine_tuning/jobs/{created.json()['id']}", headers=who.headers
+    ).json()
+    return job
+
+
+def test_create_commits_then_validates_then_enqueues(
     client: TestClient, alice: Customer, training_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[str] = []
+    seen: list[tuple[str, str]] = []
 
-    def enqueue(job_id: str) -> None:
-        with session_scope() as s:  # a separate connection: the job must already be committed
-            job = JobRepository(s).get_unscoped(job_id)
-            assert job is not None
-            seen.append(job.status)
+    def record(queue: str) -> Any:
+        def send(job_id: str) -> None:
+            with session_scope() as s:  # a separate connection: the job must be committed
+                job = JobRepository(s).get_unscoped(job_id)
+                assert job is not None
+                seen.append((queue, job.status))
 
-    monkeypatch.setattr("worker.queue.enqueue_fine_tuning_job", enqueue)
+        return send
+
+    monkeypatch.setattr("worker.queue.enqueue_validation", record("validation"))
+    monkeypatch.setattr("worker.queue.enqueue_fine_tuning_job", record("gpu"))
     response = _create(
         client,
         alice,
@@ -74,11 +93,12 @@ def test_create_commits_then_enqueues(
     )
     assert response.status_code == 200, response.text
     job = response.json()
-    assert seen == ["queued"]
+    # The request only sends the job to the validation queue: no file is read in it.
+    assert seen == [("validation", "validating_files")]
     assert job["id"].startswith("ftjob-")
     assert job["object"] == "fine_tuning.job"
     assert (job["status"], job["model"], job["seed"], job["training_file"]) == (
-        "queued",
+        "validating_files",
         MODEL,
         7,
         training_file,
@@ -97,23 +117,48 @@ def test_create_commits_then_enqueues(
     with session_scope() as s:
         stored = JobRepository(s).get_unscoped(job["id"])
         assert stored is not None
-        assert stored.enqueued_at is not None
+        assert stored.enqueued_at is not None  # the validation send is recorded
+
+    assert validate_job(job["id"]) == "queued"
+    assert seen == [("validation", "validating_files"), ("gpu", "queued")]
+    after = client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=alice.headers).json()
+    assert after["status"] == "queued"
+    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=alice.headers).json()
+    assert [e["message"] for e in events["data"]][::-1] == [
+        f"Created fine-tuning job: {job['id']}",
+        f"Validating training file: {training_file}",
+        "Files validated, moving job to queued state",
+    ]
+    with session_scope() as s:
+        stored = JobRepository(s).get_unscoped(job["id"])
+        assert stored is not None
+        assert stored.enqueued_at is not None  # the training enqueue is recorded
+    # A duplicate delivery of the validation task finds nothing to do.
+    assert validate_job(job["id"]) is None
+    assert seen == [("validation", "validating_files"), ("gpu", "queued")]
 
 
-def test_enqueue_failure_still_creates_a_queued_job(
+def test_lost_sends_leave_the_job_for_the_reaper(
     client: TestClient, alice: Customer, training_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(job_id: str) -> None:
         raise ConnectionError("broker down")
 
+    monkeypatch.setattr("worker.queue.enqueue_validation", broken)
     monkeypatch.setattr("worker.queue.enqueue_fine_tuning_job", broken)
     response = _create(client, alice, model=MODEL, training_file=training_file)
     assert response.status_code == 200
+    job_id = response.json()["id"]
+    from db.base import utcnow
+
+    with session_scope() as s:
+        # Not sent: the reaper re-sends its validation (worker.reaper.revalidate_once).
+        assert [j.id for j in JobRepository(s).find_unvalidated(utcnow())] == [job_id]
+    assert validate_job(job_id) == "queued"
     with session_scope() as s:
         jobs = JobRepository(s)
-        from db.base import utcnow
-
-        assert jobs.find_unenqueued(utcnow()) == [response.json()["id"]]
+        assert jobs.find_unvalidated(utcnow()) == []
+        assert jobs.find_unenqueued(utcnow()) == [job_id]
 
 
 @pytest.mark.parametrize(
@@ -199,12 +244,19 @@ def test_screening_flags_the_training_file(
         ]
 
     monkeypatch.setattr(screening, "screen_conversations", flag_all)
-    job = _create(client, alice, model=MODEL, training_file=training_file).json()
+    # Created (validating_files), then failed by the validation worker with the code and message
+    # the create request used to answer with.
+    job = _create_validated(client, alice, model=MODEL, training_file=training_file)
     assert job["status"] == "failed"
     assert job["error"]["code"] == "training_file_flagged"
     assert job["error"]["param"] == "training_file"
     assert "1, 2, 3, 4, 5" in job["error"]["message"]
+    assert job["finished_at"] is not None
     assert enqueued == []
+    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=alice.headers).json()
+    latest = events["data"][0]
+    assert latest["level"] == "error"
+    assert latest["message"].startswith("Training file rejected: ")
 
 
 def test_screening_row_cap_rejects_a_large_file_under_the_fraction(
@@ -221,7 +273,7 @@ def test_screening_row_cap_rejects_a_large_file_under_the_fraction(
         ]
 
     monkeypatch.setattr(screening, "screen_conversations", flag_every_25th)
-    job = _create(client, alice, model=MODEL, training_file=big).json()
+    job = _create_validated(client, alice, model=MODEL, training_file=big)
     assert job["status"] == "failed"
     assert job["error"]["code"] == "training_file_flagged"
     assert "12 of 300" in job["error"]["message"]
@@ -254,7 +306,7 @@ def test_list_pagination_and_metadata_filter(
 def test_cancel_pause_resume(
     client: TestClient, alice: Customer, training_file: str, enqueued: list[str]
 ) -> None:
-    job_id = _create(client, alice, model=MODEL, training_file=training_file).json()["id"]
+    job_id = _create_validated(client, alice, model=MODEL, training_file=training_file)["id"]
     base = f"/v1/fine_tuning/jobs/{job_id}"
     assert client.post(f"{base}/pause", headers=alice.headers).json()["status"] == "paused"
     assert client.post(f"{base}/resume", headers=alice.headers).json()["status"] == "queued"

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from tests.api.conftest import Customer
 from tests.fixtures.factories import chat_jsonl, make_adapter_job
+from worker.validation import validate_job
 
 ADAPTER = b"PK\x03\x04 sdk adapter"
 
@@ -30,7 +31,10 @@ def test_sdk_round_trip(
         hyperparameters={"n_epochs": 1},
         extra_body={"safety": {"mixer_ratio": 0.25}},
     )
-    assert job.status == "queued"
+    assert job.status == "validating_files"  # the files are validated off the request path
+    assert enqueued == []
+    validate_job(job.id)  # what the validation worker does
+    assert sdk.fine_tuning.jobs.retrieve(job.id).status == "queued"
     assert enqueued == [job.id]
     assert sdk.fine_tuning.jobs.retrieve(job.id).id == job.id
     assert [j.id for j in sdk.fine_tuning.jobs.list()] == [job.id]

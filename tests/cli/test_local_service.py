@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.local_service import spawn, stop, wait_ready
+from cli.local_service import spawn, stop, validator_argv, wait_ready, worker_argv
 
 
 def test_spawn_logs_and_stop_terminates_the_group(tmp_path: Path) -> None:
@@ -49,3 +49,11 @@ def test_wait_ready_fails_early_when_the_server_exits(tmp_path: Path) -> None:
     dead.wait(timeout=10)
     with pytest.raises(RuntimeError, match="exited early with code 3"):
         wait_ready("http://127.0.0.1:9", dead, timeout=5)
+
+
+def test_training_and_validation_run_in_separate_workers_on_separate_queues() -> None:
+    worker, validator = worker_argv(1, "w@h"), validator_argv("v@h")
+    assert worker[worker.index("-Q") + 1] == "gpu"
+    # Only `validation`: a validator never takes a training job, so it is never busy for hours.
+    assert validator[validator.index("-Q") + 1] == "validation"
+    assert validator[validator.index("-n") + 1] == "v@h"

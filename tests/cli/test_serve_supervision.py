@@ -57,7 +57,12 @@ def test_keel_serve_restarts_a_killed_reaper_and_worker(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with serve_locally(env, log, ready_timeout=120, stop_timeout=30) as service:
         serve_pid = service.process.pid
-        # The training worker and the webhooks worker are both Celery: told apart by their queue.
+        # The file validator runs beside the training worker, on its own queue.
+        deadline = time.monotonic() + 30
+        while _child_pid(serve_pid, "-Q validation") is None:
+            assert time.monotonic() < deadline, "no validator child"
+            time.sleep(0.2)
+        # The training and webhooks workers are Celery too: told apart by their queue.
         for marker in ("worker.reaper", "-Q gpu", "-Q webhooks"):
             deadline = time.monotonic() + 30
             while (old := _child_pid(serve_pid, marker)) is None:

@@ -22,6 +22,7 @@ from cli.local_service import (
     reaper_argv,
     spawn,
     stop,
+    validator_argv,
     wait_ready,
     worker_argv,
 )
@@ -133,6 +134,7 @@ class LiveService:
         )
         self._spawn("api", api_argv("127.0.0.1", self.port))
         self.start_worker()
+        self._spawn("validator", validator_argv(f"validator-{uuid.uuid4().hex[:6]}@%h"))
         self._spawn("reaper", reaper_argv())
         self._wait_ready()
         return self

@@ -7,4 +7,6 @@ from tests.api.conftest import (  # noqa: F401  (re-exported fixtures)
     client,
     data_dir,
     enqueued,
+    screens,
+    validations,
 )
