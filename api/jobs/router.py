@@ -92,7 +92,7 @@ def list_events(
     """List a job's events, newest first; `stream=true` for server-sent events."""
     service.get_job(session, tenant_id, job_id)
     if stream:
-        return EventSourceResponse(_event_stream(tenant_id, job_id))
+        return EventSourceResponse(job_event_stream(tenant_id, job_id))
     try:
         result = EventRepository(session).page(tenant_id, job_id, page.after, page.limit)
     except InvalidCursorError as exc:
@@ -110,7 +110,9 @@ def _poll_events(tenant_id: str, job_id: str, after_seq: int) -> tuple[list[Any]
     return rendered, last, terminal
 
 
-async def _event_stream(tenant_id: str, job_id: str) -> AsyncIterator[dict[str, str]]:
+async def job_event_stream(tenant_id: str, job_id: str) -> AsyncIterator[dict[str, str]]:
+    """The job's events as server-sent events, then `done` once it is terminal (the JSON
+    stream and the web console's job page share it)."""
     after_seq = 0
     while True:
         # Read the status before the events: once terminal, this read drains everything.
