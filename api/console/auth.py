@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from starlette.datastructures import FormData
 
 from api.console.session import (
     BOOTSTRAP_KEY_ID,
@@ -90,18 +89,15 @@ def require_provider(request: Request) -> ConsoleUser:
 
 CustomerDep = Annotated[ConsoleUser, Depends(require_customer)]
 ProviderDep = Annotated[ConsoleUser, Depends(require_provider)]
+# A text field of a console form (urlencoded, parsed by FastAPI under the body cap).
+FormText = Annotated[str, Form(max_length=4096)]
+# The policy editor's document: bounded by KEEL_MAX_JSON_BODY_BYTES (api.body_limit).
+FormDocument = Annotated[str, Form()]
 
 
-async def checked_form(request: Request, user: ConsoleUser) -> FormData:
-    """The posted form, once its csrf_token is this session's (else a 403 page)."""
-    form = await request.form()
-    presented = form.get("csrf_token")
-    if not csrf_matches(user.csrf, presented if isinstance(presented, str) else None):
-        raise CsrfRejected()
-    return form
-
-
-def check_csrf_field(user: ConsoleUser, presented: str | None) -> None:
+def check_csrf(user: ConsoleUser, presented: str | None) -> None:
+    """A form's csrf_token must be this session's (else the 403 page): checked first, before
+    any change, by every console POST."""
     if not csrf_matches(user.csrf, presented):
         raise CsrfRejected()
 
@@ -153,15 +149,10 @@ def _identify(request: Request, key: str) -> tuple[Kind, str] | None:
 
 
 @router.post("/sign-in")
-async def sign_in(request: Request) -> Response:
-    form = await request.form()
-    presented = form.get("csrf_token")
-    if not csrf_matches(
-        request.cookies.get(SIGN_IN_CSRF_COOKIE), presented if isinstance(presented, str) else None
-    ):
+def sign_in(request: Request, api_key: FormText = "", csrf_token: FormText = "") -> Response:
+    if not csrf_matches(request.cookies.get(SIGN_IN_CSRF_COOKIE), csrf_token):
         raise CsrfRejected()
-    key = form.get("api_key")
-    key = key.strip() if isinstance(key, str) else ""
+    key = api_key.strip()
     found = _identify(request, key) if 0 < len(key) <= MAX_KEY_CHARS else None
     if found is None:
         # The key is not echoed back into the page, right or wrong.
@@ -183,10 +174,10 @@ async def sign_in(request: Request) -> Response:
 
 
 @router.post("/sign-out")
-async def sign_out(request: Request) -> Response:
+def sign_out(request: Request, csrf_token: FormText = "") -> Response:
     user = signed_in_user(request)
     if user is not None:
-        await checked_form(request, user)
+        check_csrf(user, csrf_token)
     response = RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)
     return response

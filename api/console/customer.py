@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from api.console.auth import CustomerDep, check_csrf_field, checked_form
+from api.console.auth import CustomerDep, FormText, check_csrf
 from api.console.charts import loss_chart_svg, loss_points
 from api.console.views import PREFIX, PageNotFound, render
 from api.dependencies import SessionDep, SettingsDep
@@ -54,9 +54,13 @@ def _job_or_404(session: SessionDep, tenant_id: str, job_id: str) -> FineTuningJ
         raise PageNotFound() from None
 
 
+# Tags pydantic adds to an error's location for union members ("auto" or a number).
+_UNION_TAGS = frozenset({"int", "float", "str", "bool"})
+
+
 def _param(loc: tuple[Any, ...]) -> str:
     return ".".join(
-        str(part) for part in loc if not str(part).startswith(("literal[", "int", "float"))
+        str(part) for part in loc if "[" not in str(part) and str(part) not in _UNION_TAGS
     )
 
 
@@ -132,16 +136,31 @@ def _job_body(form: dict[str, str]) -> dict[str, Any]:
 
 
 @router.post("/jobs")
-async def create_job(
-    request: Request, session: SessionDep, settings: SettingsDep, user: CustomerDep
+def create_job(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CustomerDep,
+    csrf_token: FormText = "",
+    model: FormText = "",
+    training_file: FormText = "",
+    n_epochs: FormText = "",
+    batch_size: FormText = "",
+    mixer_ratio: FormText = "",
+    suffix: FormText = "",
 ) -> Response:
-    posted = await checked_form(request, user)
-    form = {k: v for k, v in posted.items() if isinstance(v, str) and k != "csrf_token"}
+    check_csrf(user, csrf_token)
+    form = {
+        "model": model,
+        "training_file": training_file,
+        "n_epochs": n_epochs,
+        "batch_size": batch_size,
+        "mixer_ratio": mixer_ratio,
+        "suffix": suffix,
+    }
     try:
         body = JobCreate.model_validate(_job_body(form))
-        job = await run_in_threadpool(
-            jobs_service.create_job, session, BlobStore(settings.data_dir), user.tenant_id, body
-        )
+        job = jobs_service.create_job(session, BlobStore(settings.data_dir), user.tenant_id, body)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = _param(tuple(first.get("loc", ())))
@@ -228,10 +247,10 @@ def job_adapter(
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(
-    request: Request, job_id: str, session: SessionDep, user: CustomerDep
+def cancel_job(
+    job_id: str, session: SessionDep, user: CustomerDep, csrf_token: FormText = ""
 ) -> Response:
-    await checked_form(request, user)
+    check_csrf(user, csrf_token)
     _job_or_404(session, user.tenant_id, job_id)
     try:
         jobs_service.cancel_job(session, user.tenant_id, job_id)
@@ -290,7 +309,7 @@ async def upload(
     except AppError as exc:
         return _files_page(request, session, user, {"message": exc.message, "lines": []}, 400)
     try:
-        check_csrf_field(user, received.fields.get("csrf_token"))
+        check_csrf(user, received.fields.get("csrf_token"))
         if received.storage_path is None:
             return _files_page(
                 request, session, user, {"message": "Choose a file to upload.", "lines": []}, 400

@@ -13,12 +13,11 @@ from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.admin import router as admin_api
-from api.console.auth import ProviderDep, checked_form
+from api.console.auth import FormDocument, FormText, ProviderDep, check_csrf
 from api.console.views import PREFIX, PageNotFound, render
 from api.dependencies import SessionDep, SettingsDep
 from api.errors import AppError
@@ -42,7 +41,7 @@ def _readiness(settings: KeelSettings) -> dict[str, bool]:
 
 
 @router.get("")
-async def overview(
+def overview(
     request: Request, session: SessionDep, settings: SettingsDep, user: ProviderDep
 ) -> Response:
     counts = JobRepository(session).count_by_status()
@@ -55,7 +54,7 @@ async def overview(
             # Jobs waiting for a worker: created and validated, not yet claimed.
             "queue_depth": counts.get(JobStatus.QUEUED.value, 0),
             "leased": JobRepository(session).leased(),
-            "checks": await run_in_threadpool(_readiness, settings),
+            "checks": _readiness(settings),
             "awaiting_release": len(SafetyReportRepository(session).awaiting_release()),
         },
     )
@@ -90,13 +89,16 @@ def tenants(
 
 
 @router.post("/tenants")
-async def create_tenant(request: Request, session: SessionDep, user: ProviderDep) -> Response:
-    form = await checked_form(request, user)
-    name = form.get("name")
+def create_tenant(
+    request: Request,
+    session: SessionDep,
+    user: ProviderDep,
+    csrf_token: FormText = "",
+    name: FormText = "",
+) -> Response:
+    check_csrf(user, csrf_token)
     try:
-        body = admin_api.TenantCreate.model_validate(
-            {"name": name if isinstance(name, str) else ""}
-        )
+        body = admin_api.TenantCreate.model_validate({"name": name})
         tenant = admin_api.create_tenant(body, session, user.admin)
     except ValidationError as exc:
         message = str(exc.errors()[0].get("msg", "invalid value"))
@@ -134,10 +136,14 @@ def tenant(request: Request, tenant_id: str, session: SessionDep, user: Provider
 
 
 @router.post("/tenants/{tenant_id}/keys")
-async def create_key(
-    request: Request, tenant_id: str, session: SessionDep, user: ProviderDep
+def create_key(
+    request: Request,
+    tenant_id: str,
+    session: SessionDep,
+    user: ProviderDep,
+    csrf_token: FormText = "",
 ) -> Response:
-    await checked_form(request, user)
+    check_csrf(user, csrf_token)
     try:
         created = admin_api.create_api_key(tenant_id, session, user.admin)
     except AppError:
@@ -147,10 +153,10 @@ async def create_key(
 
 
 @router.post("/tenants/{tenant_id}/keys/{key_id}/revoke")
-async def revoke_key(
-    request: Request, tenant_id: str, key_id: str, session: SessionDep, user: ProviderDep
+def revoke_key(
+    tenant_id: str, key_id: str, session: SessionDep, user: ProviderDep, csrf_token: FormText = ""
 ) -> Response:
-    await checked_form(request, user)
+    check_csrf(user, csrf_token)
     try:
         admin_api.revoke_api_key(tenant_id, key_id, session, user.admin)
     except AppError:
@@ -159,10 +165,10 @@ async def revoke_key(
 
 
 @router.post("/tenants/{tenant_id}/{action}")
-async def set_tenant_enabled(
-    request: Request, tenant_id: str, action: str, session: SessionDep, user: ProviderDep
+def set_tenant_enabled(
+    tenant_id: str, action: str, session: SessionDep, user: ProviderDep, csrf_token: FormText = ""
 ) -> Response:
-    await checked_form(request, user)
+    check_csrf(user, csrf_token)
     handler = {"disable": admin_api.disable_tenant, "enable": admin_api.enable_tenant}.get(action)
     if handler is None:
         raise PageNotFound()
@@ -229,12 +235,16 @@ def policy(
 
 
 @router.post("/policy")
-async def put_policy(
-    request: Request, session: SessionDep, settings: SettingsDep, user: ProviderDep
+def put_policy(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: ProviderDep,
+    csrf_token: FormText = "",
+    policy: FormDocument = "",
 ) -> Response:
-    form = await checked_form(request, user)
-    raw = form.get("policy")
-    document = raw if isinstance(raw, str) else ""
+    check_csrf(user, csrf_token)
+    document = policy
     try:
         parsed = yaml.safe_load(document)
     except yaml.YAMLError as exc:
@@ -271,10 +281,10 @@ def quarantine(request: Request, session: SessionDep, user: ProviderDep) -> Resp
 
 
 @router.post("/quarantine/{job_id}/release")
-async def release(
-    request: Request, job_id: str, session: SessionDep, user: ProviderDep
+def release(
+    job_id: str, session: SessionDep, user: ProviderDep, csrf_token: FormText = ""
 ) -> Response:
-    await checked_form(request, user)
+    check_csrf(user, csrf_token)
     try:
         admin_api.release_quarantined(job_id, session, user.admin)
     except AppError:
