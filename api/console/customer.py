@@ -60,7 +60,11 @@ _UNION_TAGS = frozenset({"int", "float", "str", "bool"})
 
 def _param(loc: tuple[Any, ...]) -> str:
     return ".".join(
-        str(part) for part in loc if "[" not in str(part) and str(part) not in _UNION_TAGS
+        str(part)
+        for part in loc
+        if "[" not in str(part)
+        and str(part) not in _UNION_TAGS
+        and not str(part).startswith("constrained-")
     )
 
 
@@ -162,7 +166,9 @@ def create_job(
         body = JobCreate.model_validate(_job_body(form))
         job = jobs_service.create_job(session, BlobStore(settings.data_dir), user.tenant_id, body)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # For "auto" or a number, the literal branch's error is the least helpful one.
+        informative = [e for e in exc.errors() if e.get("type") != "literal_error"]
+        first = (informative or exc.errors())[0]
         field = _param(tuple(first.get("loc", ())))
         errors = {field.split(".")[-1] or "form": str(first.get("msg", "invalid value"))}
         return _jobs_page(request, session, user, None, errors, form, 400)

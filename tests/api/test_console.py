@@ -134,6 +134,17 @@ def test_create_job_through_the_form(
     )
     assert refused.status_code == 400
     assert re.search(r'data-field="model">[^<]*not available', refused.text)
+    typo = client.post(
+        "/console/jobs",
+        data={
+            "csrf_token": token,
+            "model": "smollm2-135m-instruct",
+            "training_file": training.id,
+            "n_epochs": "two",
+        },
+    )
+    assert typo.status_code == 400
+    assert re.search(r'data-field="n_epochs">[^<]*valid integer', typo.text), typo.text[-3000:]
     created = client.post(
         "/console/jobs",
         data={
