@@ -33,20 +33,21 @@ from tests.fixtures.factories import make_job
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-# The job is plumbing for the page, kept as small as the policy allows: two SAP steps, four
-# harmful and two benign prompts of eight tokens, asked bare only. On a 2-core machine shared
-# with other work it still takes minutes; this bounds the wait, not the expected time.
-JOB_TIMEOUT_MS = 480_000
+# The job is plumbing for the page, kept as small as the policy allows: one SAP step, two
+# harmful prompts and one benign prompt of six tokens, asked bare only. On a 2-core machine
+# shared with other work (at nice 19) it still took minutes; this bounds the wait, it is not
+# the expected time.
+JOB_TIMEOUT_MS = 900_000
 CONSOLE_POLICY: dict[str, object] = {
     **E2E_POLICY,
     "evaluation": {
         **E2E_POLICY["evaluation"],  # type: ignore[dict-item]
-        "num_harmful": 4,
-        "num_benign": 2,
-        "max_new_tokens": 8,
+        "num_harmful": 2,
+        "num_benign": 1,
+        "max_new_tokens": 6,
         "task_format": False,
     },
-    # Four prompts move a rate by 0.25 each: the gate's increase limit is opened up here (its
+    # Two prompts move a rate by 0.5 each: the gate's increase limit is opened up here (its
     # real thresholds are tested in the gate tests); this test is about the page, not the gate.
     "gate": {
         **E2E_POLICY["gate"],  # type: ignore[dict-item]
@@ -57,7 +58,7 @@ CONSOLE_POLICY: dict[str, object] = {
     },
     "training": {
         **E2E_POLICY["training"],  # type: ignore[dict-item]
-        "max_steps": 2,
+        "max_steps": 1,
         "checkpoint_every": 1,
     },
 }
