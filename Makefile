@@ -26,7 +26,7 @@ install: $(STAMP) ## create .venv and install Keel, its ML stack, dev tools, mod
 services: ## start PostgreSQL and Redis if they are down (tests use the real ones)
 	@bash scripts/ensure-services.sh
 
-browser: ## install headless Chromium (HTML report screenshot test) if missing
+browser: ## install headless Chromium (report screenshot test, console browser tests) if missing
 	@bash scripts/ensure-chromium.sh
 
 models: install ## pull, verify (sha256) and cache the registry models used by tests and the demo

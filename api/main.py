@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 
 from api.admin.router import router as admin_router
 from api.body_limit import BodyLimitMiddleware
+from api.console import install_console
 from api.errors import register_error_handlers
 from api.files.router import router as files_router
 from api.health import router as health_router
@@ -70,4 +71,5 @@ def create_app() -> FastAPI:
     ):
         app.include_router(router)
     install_openapi(app)
+    install_console(app)
     return app

@@ -73,6 +73,12 @@ def main() -> None:
         response.raise_for_status()
         job_id = response.json()["id"]
         console.print(f"Created job {job_id} on {args.model} (SAP + safety mixer + evaluation)")
+        # The demo's tenant key is this session's own (as `keel admin create-tenant` prints
+        # one); the console exchanges it for a session cookie, it never goes in a URL.
+        console.print(
+            f"Watch it live in the web console: {console_url(base, job_id)} "
+            f"(sign in with the demo tenant's API key: {api_key})"
+        )
         job = watch_job(client, job_id)
         report_response = client.get(f"/fine_tuning/jobs/{job_id}/safety_report")
         out_dir = ROOT / "var" / "demo-output" / job_id
@@ -126,6 +132,11 @@ ROWS: tuple[tuple[str, RateOf], ...] = (
     ("answer accuracy (exact match)", lambda m: m.utility and m.utility.exact_match),
     ("answer accuracy (final number)", lambda m: m.utility and m.utility.final_number_match),
 )
+
+
+def console_url(base: str, job_id: str) -> str:
+    """The web console's page of a job (api/console)."""
+    return f"{base}/console/jobs/{job_id}"
 
 
 def _print_report(stored: SafetyReport | Mapping[str, Any]) -> None:

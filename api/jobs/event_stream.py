@@ -19,11 +19,15 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from api.errors import AppError, error_body
 from api.serializers import event_object
@@ -32,6 +36,7 @@ from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.tenants import ApiKeyRepository
 from db.session import session_scope
+from db.settings import KeelSettings
 
 STREAM_RETRY_AFTER_SECONDS = 5
 
@@ -104,11 +109,25 @@ class Poll:
 _ENDS_STREAM = frozenset({JobStatus.PAUSED.value})
 
 
-def poll(token: str, tenant_id: str, job_id: str, after_seq: int) -> Poll:
+# The tenant of the stream's key while the key is still live (None once revoked or disabled).
+KeyCheck = Callable[[Session], str | None]
+
+
+def bearer_key_check(token: str) -> KeyCheck:
+    """The JSON API's check: the bearer key the stream was opened with."""
+    return lambda session: ApiKeyRepository(session).live_tenant(token)
+
+
+def session_key_check(key_id: str) -> KeyCheck:
+    """The web console's check: the key its signed session cookie names."""
+    return lambda session: ApiKeyRepository(session).live_tenant_of_key_id(key_id)
+
+
+def poll(key_check: KeyCheck, tenant_id: str, job_id: str, after_seq: int) -> Poll:
     """One short transaction: the key still valid for this tenant, the job's status, then the
     events after ``after_seq`` (status first: once it is final, this read drains the rest)."""
     with session_scope() as session:
-        if ApiKeyRepository(session).live_tenant(token) != tenant_id:
+        if key_check(session) != tenant_id:
             return Poll([], after_seq, authorized=False, ended=True)
         job = JobRepository(session).get(tenant_id, job_id)
         ended = job is None or is_terminal(job.status) or job.status in _ENDS_STREAM
@@ -125,13 +144,13 @@ class StreamSettings:
 
 
 async def event_stream(
-    token: str, tenant_id: str, job_id: str, slot: StreamSlot, settings: StreamSettings
+    key_check: KeyCheck, tenant_id: str, job_id: str, slot: StreamSlot, settings: StreamSettings
 ) -> AsyncIterator[dict[str, str]]:
     after_seq = 0
     deadline = time.monotonic() + settings.max_seconds
     try:
         while True:
-            result = await run_in_threadpool(poll, token, tenant_id, job_id, after_seq)
+            result = await run_in_threadpool(poll, key_check, tenant_id, job_id, after_seq)
             if not result.authorized:
                 body = error_body(
                     "The API key was revoked or its organization disabled; the stream ends.",
@@ -155,3 +174,20 @@ async def event_stream(
             await asyncio.sleep(min(settings.poll_seconds, max(0.0, deadline - time.monotonic())))
     finally:
         slot.release()
+
+
+def open_event_stream(
+    request: Request, settings: KeelSettings, key_check: KeyCheck, tenant_id: str, job_id: str
+) -> EventSourceResponse:
+    """A capped, re-checked event stream for ``job_id`` (the JSON API's and the console's).
+
+    Raises:
+        TooManyStreams: The tenant already holds its open streams in this process.
+    """
+    slot = request.app.state.stream_slots.acquire(tenant_id)
+    stream_settings = StreamSettings(settings.sse_poll_seconds, settings.sse_max_seconds)
+    return EventSourceResponse(
+        event_stream(key_check, tenant_id, job_id, slot, stream_settings),
+        # Also when the generator never ran (client gone before the first byte).
+        background=BackgroundTask(slot.release),
+    )

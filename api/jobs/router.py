@@ -8,13 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sse_starlette.sse import EventSourceResponse
-from starlette.background import BackgroundTask
 
 from api.dependencies import PageDep, SessionDep, SettingsDep, TenantDep, bearer_token
 from api.errors import InvalidRequest
 from api.files.router import invalid_cursor
 from api.jobs import service
-from api.jobs.event_stream import StreamSettings, event_stream
+from api.jobs.event_stream import bearer_key_check, open_event_stream
 from api.jobs.schemas import (
     MAX_METADATA_KEY,
     MAX_METADATA_PAIRS,
@@ -128,14 +127,8 @@ def list_events(
     job is terminal or paused, or the key is revoked; at most a few open per tenant)."""
     service.get_job(session, tenant_id, job_id)
     if stream:
-        slot = request.app.state.stream_slots.acquire(tenant_id)
         token = bearer_token(request.headers.get("authorization")) or ""
-        stream_settings = StreamSettings(settings.sse_poll_seconds, settings.sse_max_seconds)
-        return EventSourceResponse(
-            event_stream(token, tenant_id, job_id, slot, stream_settings),
-            # Also when the generator never ran (client gone before the first byte).
-            background=BackgroundTask(slot.release),
-        )
+        return open_event_stream(request, settings, bearer_key_check(token), tenant_id, job_id)
     try:
         result = EventRepository(session).page(tenant_id, job_id, page.after, page.limit)
     except InvalidCursorError as exc:

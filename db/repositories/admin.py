@@ -39,6 +39,11 @@ class AdminKeyRepository:
 
     def authenticate(self, plaintext: str, now: datetime | None = None) -> str | None:
         """The admin name of a live key, else None."""
+        found = self.identify(plaintext, now)
+        return None if found is None else found[1]
+
+    def identify(self, plaintext: str, now: datetime | None = None) -> tuple[str, str] | None:
+        """(key id, admin name) of a live key, else None."""
         now = now or utcnow()
         row = self.session.execute(
             select(AdminKey.id, AdminKey.name, AdminKey.last_used_at).where(
@@ -51,7 +56,14 @@ class AdminKeyRepository:
             self.session.execute(
                 update(AdminKey).where(AdminKey.id == row.id).values(last_used_at=now)
             )
-        return str(row.name)
+        return str(row.id), str(row.name)
+
+    def live_name(self, key_id: str) -> str | None:
+        """The admin name of key `key_id` while it is live, else None."""
+        name = self.session.scalar(
+            select(AdminKey.name).where(AdminKey.id == key_id, AdminKey.revoked_at.is_(None))
+        )
+        return None if name is None else str(name)
 
     def get(self, key_id: str) -> AdminKey | None:
         return self.session.get(AdminKey, key_id)

@@ -74,3 +74,15 @@ class EventRepository:
             .limit(limit)
         )
         return list(self.session.scalars(stmt))
+
+    def of_type(self, tenant_id: str, job_id: str, type: str, limit: int = 2000) -> list[JobEvent]:
+        """The job's events of one type, oldest first (the console's loss chart)."""
+        stmt = (
+            select(JobEvent)
+            .where(
+                JobEvent.tenant_id == tenant_id, JobEvent.job_id == job_id, JobEvent.type == type
+            )
+            .order_by(JobEvent.seq.asc())
+            .limit(limit)
+        )
+        return list(self.session.scalars(stmt))

@@ -217,6 +217,16 @@ class JobRepository:
         )
         return {str(status): int(count) for status, count in rows}
 
+    def leased(self) -> builtins.list[FineTuningJob]:
+        """Every job a worker holds now (running or pausing), oldest heartbeat first: the
+        provider's view of who works on what (web console overview)."""
+        stmt = (
+            select(FineTuningJob)
+            .where(FineTuningJob.status.in_(_LEASED))
+            .order_by(FineTuningJob.heartbeat_at.asc().nulls_first(), FineTuningJob.id)
+        )
+        return list(self.session.scalars(stmt))
+
     # ----------------------------------------------------------------------- worker side
     def get_unscoped(self, job_id: str) -> FineTuningJob | None:
         return self.session.get(FineTuningJob, job_id, populate_existing=True)

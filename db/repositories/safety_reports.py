@@ -60,3 +60,27 @@ class SafetyReportRepository:
             row.released_by = admin
             self.session.flush()
         return row
+
+    def verdicts(self, tenant_id: str, job_ids: list[str]) -> dict[str, str]:
+        """job id → verdict for those of `job_ids` (the tenant's) that have a report."""
+        if not job_ids:
+            return {}
+        rows = self.session.execute(
+            select(SafetyReport.job_id, SafetyReport.verdict).where(
+                SafetyReport.tenant_id == tenant_id, SafetyReport.job_id.in_(job_ids)
+            )
+        )
+        return {str(job_id): str(verdict) for job_id, verdict in rows}
+
+    def awaiting_release(self, limit: int = 200) -> list[SafetyReport]:
+        """Quarantined reports no admin has released yet, oldest first (the review queue)."""
+        stmt = (
+            select(SafetyReport)
+            .where(
+                SafetyReport.verdict == Verdict.QUARANTINED.value,
+                SafetyReport.released_at.is_(None),
+            )
+            .order_by(SafetyReport.created_at.asc())
+            .limit(limit)
+        )
+        return list(self.session.scalars(stmt))

@@ -92,6 +92,11 @@ class ApiKeyRepository:
 
     def authenticate(self, plaintext: str, now: datetime | None = None) -> str | None:
         """The tenant id of a live key on an enabled tenant, else None."""
+        found = self.identify(plaintext, now)
+        return None if found is None else found[1]
+
+    def identify(self, plaintext: str, now: datetime | None = None) -> tuple[str, str] | None:
+        """(key id, tenant id) of a live key on an enabled tenant, else None."""
         now = now or utcnow()
         row = self.session.execute(
             select(ApiKey.id, ApiKey.tenant_id, ApiKey.last_used_at)
@@ -106,7 +111,17 @@ class ApiKeyRepository:
             return None
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             self.session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-        return str(row.tenant_id)
+        return str(row.id), str(row.tenant_id)
+
+    def live_tenant_of_key_id(self, key_id: str) -> str | None:
+        """The tenant of key `key_id` while the key is live and its tenant enabled, else None
+        (the web console re-checks its session's key with this on every request)."""
+        tenant_id = self.session.scalar(
+            select(ApiKey.tenant_id)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None), Tenant.disabled_at.is_(None))
+        )
+        return None if tenant_id is None else str(tenant_id)
 
     def live_tenant(self, plaintext: str) -> str | None:
         """Like `authenticate`, read-only (no last_used_at write): for re-checking a key that a

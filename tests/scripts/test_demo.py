@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sap_core.evaluation.stats import proportion
-from scripts.demo import _print_report
+from scripts.demo import _print_report, console_url
 
 
 def _model(harmful: int, refusals: int, accuracy: int, loss: float) -> dict[str, Any]:
@@ -47,3 +47,8 @@ def test_report_table_shows_before_after_harmful_score_and_utility(
     assert "0.050" in out
     assert "exact match" not in out
     assert "Policy verdict: passed" in out
+
+
+def test_demo_prints_the_console_url_of_its_job() -> None:
+    url = console_url("http://127.0.0.1:8123", "ftjob-" + "a" * 24)
+    assert url == "http://127.0.0.1:8123/console/jobs/ftjob-" + "a" * 24
