@@ -122,7 +122,12 @@ def test_forms_without_this_sessions_csrf_token_are_refused(
 
 
 def test_create_job_through_the_form(
-    client: TestClient, session: Session, alice: Customer, data_dir: Path, enqueued: list[str]
+    client: TestClient,
+    session: Session,
+    alice: Customer,
+    data_dir: Path,
+    enqueued: list[str],
+    validations: list[str],
 ) -> None:
     training = make_file(session, alice.tenant_id, data_dir)
     session.commit()
@@ -158,7 +163,9 @@ def test_create_job_through_the_form(
     )
     assert created.status_code == 303, created.text
     job_id = created.headers["location"].rsplit("/", 1)[1]
-    assert enqueued == [job_id]
+    # Created like the JSON API's jobs: in validating_files, handed to the validation queue.
+    assert validations == [job_id]
+    assert enqueued == []
     job = session.get(FineTuningJob, job_id)
     assert job is not None
     assert job.tenant_id == alice.tenant_id
