@@ -18,6 +18,7 @@ from db.repositories.safety_reports import SafetyReportRepository
 from db.session import session_scope
 from safety_report import GateDecision, SafetyReport, Verdict
 from worker.artifacts import sha256_file
+from worker.faults import maybe_die
 from worker.job import ClaimedJob
 from worker.pipeline import PipelineResult
 from worker.settings import WorkerSettings
@@ -84,6 +85,8 @@ def publish_outcome(
                 file_id=adapter_file.id,
             )
             result_files = [adapter_file.id]
+            session.flush()
+            maybe_die("publish_uncommitted", job.attempts)
         summary = _summary(result.report)
         if verdict == "passed":
             done = jobs.finish(
@@ -144,6 +147,7 @@ def publish_outcome(
             level=level,
             type="safety_verdict",
             data={"verdict": verdict, "reasons": reasons},
+            attempt=job.attempts,
         )
 
 

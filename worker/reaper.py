@@ -45,6 +45,7 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
                     "Giving up: worker lost too often",
                     level="error",
                     type="message",
+                    attempt=job.attempts,
                 )
                 continue
             # Back to queued with a bumped fencing token: the lost worker, if it is only
@@ -59,10 +60,12 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
                 level="warn",
                 type="message",
                 data={"attempts": job.attempts},
+                attempt=job.attempts,
             )
             requeue.append(job_id)
         cutoff = now - timedelta(seconds=settings.requeue_after_seconds)
-        requeue.extend(jobs.find_unenqueued(cutoff))
+        # A job just requeued above is also queued and unenqueued: enqueue it once, not twice.
+        requeue.extend(j for j in jobs.find_unenqueued(cutoff) if j not in requeue)
     for job_id in requeue:
         try:
             enqueue_fine_tuning_job(job_id)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.ids import EVENT_PREFIX, new_id
-from db.models import JobEvent
+from db.models import FineTuningJob, JobEvent
 from db.repositories.pagination import InvalidCursorError, Page, fetch_page
 
 LEVELS = ("info", "warn", "error")
@@ -28,9 +28,19 @@ class EventRepository:
         level: str = "info",
         type: str = "message",
         data: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> JobEvent:
+        """One event; `data.attempt` is the claim it belongs to (0: before any worker claimed
+        the job), read from the job row unless the caller (a worker) knows it."""
         if level not in LEVELS:
             raise ValueError(f"event level must be one of {LEVELS}, got {level!r}")
+        if attempt is None:
+            attempt = int(
+                self.session.scalar(
+                    select(FineTuningJob.attempts).where(FineTuningJob.id == job_id)
+                )
+                or 0
+            )
         event = JobEvent(
             id=new_id(EVENT_PREFIX),
             job_id=job_id,
@@ -39,7 +49,7 @@ class EventRepository:
             level=level,
             type=type,
             message=message,
-            data=data,
+            data={**(data or {}), "attempt": attempt},
         )
         self.session.add(event)
         self.session.flush()
