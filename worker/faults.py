@@ -11,12 +11,16 @@ Points: ``during_training`` (after the step ``KEEL_FAULT_STEP``, default 3),
 evaluation progress line), ``before_publish`` (evaluated, nothing published),
 ``publish_uncommitted`` (inside the publish transaction: report and adapter rows written, not
 committed).
+With ``KEEL_FAULT_LOG`` set, the moment of death is appended there as a JSON line (the suite
+measures recovery from it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 
 log = logging.getLogger("keel.faults")
 
@@ -53,6 +57,11 @@ def maybe_die(point: str, attempt: int) -> None:
         raise ValueError(f"unknown fault point {point!r}")
     if _armed(point, attempt):
         log.error("fault injection: dying at %s (attempt %d)", point, attempt)
+        record = os.environ.get("KEEL_FAULT_LOG")
+        if record:
+            with open(record, "a") as handle:
+                handle.write(json.dumps({"point": point, "attempt": attempt, "at": time.time()}))
+                handle.write("\n")
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(EXIT_CODE)
