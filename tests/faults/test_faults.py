@@ -43,14 +43,14 @@ def _wait_done(fault: FaultService, job_id: str, timeout: float = 300) -> str:
         if status in TERMINAL:
             return status
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} not finished in {timeout:.0f} s\n{fault.live.log('worker')}")
+    worker = fault.live.log("worker")
+    raise AssertionError(f"job {job_id} not finished in {timeout:.0f} s\n{worker}")
 
 
 def _db_events(fault: FaultService, job_id: str) -> list[dict[str, object]]:
     with psycopg.connect(fault.live.database_dsn) as conn:
         rows = conn.execute(
-            "SELECT created_at, type, message, data FROM job_event WHERE job_id = %s "
-            "ORDER BY seq",
+            "SELECT created_at, type, message, data FROM job_event WHERE job_id = %s ORDER BY seq",
             (job_id,),
         ).fetchall()
     return [{"at": r[0], "type": r[1], "message": r[2], "data": r[3] or {}} for r in rows]
@@ -74,8 +74,7 @@ def _started_at(events: list[dict[str, object]], attempt: int) -> datetime:
     return next(
         e["at"]  # type: ignore[misc]
         for e in events
-        if str(e["message"]).startswith("Job started on worker")
-        and e["data"]["attempt"] == attempt  # type: ignore[index]
+        if str(e["message"]).startswith("Job started on worker") and e["data"]["attempt"] == attempt  # type: ignore[index]
     )
 
 
