@@ -17,6 +17,7 @@ from worker.queue import enqueue_fine_tuning_job
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.reaper")
+LEASE_EXPIRED = "lease_expired"
 
 
 def reap_once(settings: WorkerSettings | None = None, now: datetime | None = None) -> list[str]:
@@ -31,13 +32,16 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
             job = jobs.get_unscoped(job_id)
             if job is None:
                 continue
-            if job.attempts >= settings.max_attempts:
+            # Lost leases, not claims: a job handed back at a graceful shutdown (a deploy)
+            # was not lost, and must not be given up on sooner for it.
+            lost = events.count_with_reason(job_id, LEASE_EXPIRED) + 1
+            if lost >= settings.max_attempts:
                 jobs.finish(
                     job_id,
                     job.fencing_token,
                     "failed",
                     error_code="worker_lost",
-                    error_message=f"The job's worker stopped responding {job.attempts} times.",
+                    error_message=f"The job's worker stopped responding {lost} times.",
                 )
                 events.append(
                     job_id,
@@ -59,7 +63,7 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
                 "last checkpoint",
                 level="warn",
                 type="message",
-                data={"attempts": job.attempts},
+                data={"attempts": job.attempts, "reason": LEASE_EXPIRED},
                 attempt=job.attempts,
             )
             requeue.append(job_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -84,3 +84,14 @@ class EventRepository:
             .limit(limit)
         )
         return list(self.session.scalars(stmt))
+
+    def count_with_reason(self, job_id: str, reason: str) -> int:
+        """How many of the job's events record `data.reason` == `reason` (e.g. lease_expired)."""
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.data["reason"].as_string() == reason)
+            )
+            or 0
+        )

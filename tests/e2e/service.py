@@ -229,7 +229,11 @@ def wait_for_status(
 
 
 def create_small_job(
-    client: httpx.Client, rows: int, hyperparameters: dict[str, object], seed: int | None = None
+    client: httpx.Client,
+    rows: int,
+    hyperparameters: dict[str, object],
+    seed: int | None = None,
+    extra: dict[str, object] | None = None,
 ) -> str:
     """Upload the first ``rows`` example word problems and create a job on them; its id."""
     lines = (ROOT / "examples" / "chat_math.jsonl").read_text().splitlines()[:rows]
@@ -246,6 +250,7 @@ def create_small_job(
     }
     if seed is not None:
         body["seed"] = seed
+    body.update(extra or {})
     job = client.post("/v1/fine_tuning/jobs", json=body)
     assert job.status_code == 200, job.text
     return str(job.json()["id"])

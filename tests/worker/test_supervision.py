@@ -204,3 +204,23 @@ def test_fault_hook_only_outside_production(env: str, code: int) -> None:
         timeout=60,
     )
     assert again.returncode == 0
+
+
+def test_graceful_releases_do_not_count_towards_giving_up(
+    session: Session, tmp_path: Path, broker: redis.Redis
+) -> None:
+    job = _job(session, tmp_path)
+    settings = WorkerSettings(max_attempts=3)
+    for _ in range(2):  # two deploys while it trained
+        token = _claim(job.id)
+        with session_scope() as s:
+            assert JobRepository(s).release(job.id, token)
+    _claim(job.id, lease=-1)  # attempt 3 is lost once: retaken, not given up
+    assert reap_once(settings) == [job.id]
+    for _ in range(2):  # lost twice more: the third loss gives up
+        _claim(job.id, lease=-1)
+        reap_once(settings)
+    with session_scope() as s:
+        row = JobRepository(s).get_unscoped(job.id)
+        assert row is not None
+        assert (row.status, row.error_code, row.attempts) == ("failed", "worker_lost", 5)
