@@ -42,7 +42,7 @@ def _status(fault: FaultService, job_id: str) -> str | None:
     return str(answer.json()["status"]) if answer.status_code == 200 else None
 
 
-def _wait_done(fault: FaultService, job_id: str, timeout: float = 600) -> str:
+def _wait_done(fault: FaultService, job_id: str, timeout: float = 900) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = _status(fault, job_id)
