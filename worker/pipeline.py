@@ -180,8 +180,10 @@ class JobRecipe:
         callback: DbProgressCallback,
         settings: WorkerSettings,
         resume_from: Path | None,
+        attempt: int = 1,
     ) -> None:
         self.job_id = job_id
+        self.attempt = attempt  # the claim this run is (the test-only fault hook reads it)
         self.tenant_id = tenant_id
         self.model_name = model_name
         self.conversations = conversations
@@ -435,7 +437,7 @@ class JobRecipe:
 
     def _evaluation_progress(self, message: str) -> None:
         self.say(message, type="evaluation")
-        maybe_die("during_evaluation", self.callback.attempt)
+        maybe_die("during_evaluation", self.attempt)
 
     # ----------------------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
@@ -449,7 +451,7 @@ class JobRecipe:
         try:
             self.setup()
             self.train()
-            maybe_die("after_training", self.callback.attempt)
+            maybe_die("after_training", self.attempt)
             self.save()
             self.evaluate()
             return self.result()

@@ -233,6 +233,7 @@ def _train_and_evaluate(
         callback=callback,
         settings=settings,
         resume_from=resume_from,
+        attempt=job.attempts,
     ).run()
 
 

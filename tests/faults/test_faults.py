@@ -141,8 +141,8 @@ def test_worker_dies_at(fault_service: FaultService, point: str) -> None:
     events = _check_outcome(fault, job_id, attempts=2)
     died = _fault_time(fault, point)
     recovery = _started_at(events, 2).timestamp() - died  # type: ignore[attr-defined]
-    messages = [str(e["message"]) for e in events]
-    assert any("lease expired" in m for m in messages)
+    reaped = next(e["at"] for e in events if "lease expired" in str(e["message"]))
+    requeued = reaped.timestamp() - died  # type: ignore[attr-defined]
     resumed = [e for e in events if e["type"] == "resume"]
     assert len(resumed) == 1
     if point != "during_training":
@@ -152,11 +152,14 @@ def test_worker_dies_at(fault_service: FaultService, point: str) -> None:
             for e in events
             if e["type"] == "metrics" and e["data"]["attempt"] == 2  # type: ignore[index]
         ]
-    # Lease + reaper pass + a fresh pool child (fork, imports) on a busy 2-core machine.
-    assert recovery < LEASE_SECONDS + 60
+    # Back in the queue within the lease (counted from the last heartbeat, ≤ 1 s before the
+    # death) plus one reaper pass and a little slack. The claim after that is a fresh pool
+    # child's start (fork, importing torch), which a busy machine can stretch to minutes.
+    assert requeued < LEASE_SECONDS + 1 + 10, requeued
     record(
         {
             "scenario": f"worker dies {point}",
+            "requeued_s": round(requeued, 1),
             "recovery_s": round(recovery, 1),
             "job_s": round(time.monotonic() - started, 1),
         }
@@ -184,7 +187,7 @@ def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_at_once(
         assert events[-1]["data"]["attempt"] == attempt  # type: ignore[index]
         restarted = time.time()
         fault.fresh_worker()
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 420
         while not any(
             str(e["message"]).startswith("Job started on worker")
             and e["data"]["attempt"] == attempt + 1  # type: ignore[index]
