@@ -44,6 +44,9 @@ test: install services browser models ## lint + the whole CPU test suite against
 	.venv/bin/mypy
 	.venv/bin/pytest -m "not gpu" -p no:cacheprovider
 
+test-faults: install models ## the fault-injection suite alone (own Postgres + Redis; docs/reliability.md)
+	.venv/bin/pytest -p no:cacheprovider tests/faults
+
 test-gpu: install ## GPU tests of the trainer (needs CUDA)
 	.venv/bin/pytest -m gpu
 
@@ -75,4 +78,4 @@ fmt: install ## format and autofix
 clean: ## remove generated state (var/), keep .venv
 	rm -rf var/
 
-.PHONY: help install services browser models lint test test-gpu demo serve migrate bench-sap bench-eval experiment fmt clean
+.PHONY: help install services browser models lint test test-faults test-gpu demo serve migrate bench-sap bench-eval experiment fmt clean

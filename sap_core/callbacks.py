@@ -5,7 +5,9 @@ The trainer calls, in order: `on_train_start(total_steps)` once, then per optimi
 every checkpoint it writes. `should_stop()` returning "pause" makes the trainer save a checkpoint
 and raise `TrainingCancelled("pause")`; "cancel" raises `TrainingCancelled("cancel")`, no save;
 "deadline" (the runner's time limit passed) saves a checkpoint and raises
-`TrainingDeadlineExceeded`. sap_core keeps no clock of its own: the limit is the caller's.
+`TrainingDeadlineExceeded`; "shutdown" (the worker process is stopping) saves a checkpoint and
+raises `TrainingCancelled("shutdown")`; "checkpoint" saves one (unless this step already has one)
+and goes on training. sap_core keeps no clock of its own: limits and intervals are the caller's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Protocol
 
-StopRequest = Literal["cancel", "pause", "deadline"]
+StopRequest = Literal["cancel", "pause", "deadline", "shutdown", "checkpoint"]
 
 
 class TrainingCallback(Protocol):

@@ -698,12 +698,19 @@ class SafetyAwareTrainer:
             metrics["step"] = float(self.step)
             self.history.append(metrics)
             self.callback.on_step(self.step, self.total_steps, metrics)
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            saved = bool(cfg.checkpoint_every) and self.step % (cfg.checkpoint_every or 1) == 0
+            if saved:
                 self.save_checkpoint(self.step)
             request = self.callback.should_stop()
-            if request == "pause":
-                self.save_checkpoint(self.step)
-                raise TrainingCancelled("pause")
+            if request == "checkpoint":
+                # The caller's own policy (a time interval, the last step): save and go on.
+                if not saved:
+                    self.save_checkpoint(self.step)
+                continue
+            if request in ("pause", "shutdown"):
+                if not saved:
+                    self.save_checkpoint(self.step)
+                raise TrainingCancelled(request)
             if request == "cancel":
                 raise TrainingCancelled("cancel")
             if request == "deadline":

@@ -40,4 +40,8 @@ app.conf.update(
     worker_max_tasks_per_child=1,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
+    # A fresh pool child (one per job) must report "up" within this long or Celery kills it
+    # and forks another. The default 4 s is too short on a busy host: children were killed in
+    # a loop and a recovered job waited minutes for its claim (tests/faults, load average 10+).
+    worker_proc_alive_timeout=60,
 )

@@ -60,6 +60,7 @@ class TrainingDeadline:
 
     def should_stop(self) -> StopRequest | None:
         request = self.inner.should_stop()
-        if request is not None:
+        if request is not None and request != "checkpoint":
             return request
-        return "deadline" if self.spent > self.seconds else None
+        # A passed deadline wins over a routine checkpoint (it saves one anyway).
+        return "deadline" if self.spent > self.seconds else request

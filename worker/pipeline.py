@@ -52,9 +52,11 @@ from sap_core.sap_strength import sap_strength_of
 from sap_core.trainer import SafetyAwareTrainer
 from worker.artifacts import JobPaths, package_adapter, reset_dir
 from worker.deadline import TrainingDeadline, spent_in
+from worker.faults import maybe_die
 from worker.job_spec import JobPlan
 from worker.progress import DbProgressCallback
 from worker.settings import WorkerSettings
+from worker.shutdown import ShutdownRequested
 
 log = logging.getLogger("keel.worker.pipeline")
 
@@ -178,8 +180,10 @@ class JobRecipe:
         callback: DbProgressCallback,
         settings: WorkerSettings,
         resume_from: Path | None,
+        attempt: int = 1,
     ) -> None:
         self.job_id = job_id
+        self.attempt = attempt  # the claim this run is (the test-only fault hook reads it)
         self.tenant_id = tenant_id
         self.model_name = model_name
         self.conversations = conversations
@@ -412,7 +416,7 @@ class JobRecipe:
                         eval_examples=list(
                             self.validation or conversations[: min(32, len(conversations))]
                         ),
-                        progress=lambda message: say(message, type="evaluation"),
+                        progress=self._evaluation_progress,
                         training_curves=self.curves,
                         mix_report=self.mix_report,
                         thresholds=thresholds,
@@ -426,8 +430,14 @@ class JobRecipe:
                 report.utility_source = "validation_file" if self.validation else "training_sample"
                 _record_base_score(self.settings.data_dir, self.model_name, report)
                 self.report = report
+            except ShutdownRequested:
+                raise  # the worker is stopping, not an evaluation failure: the next one redoes it
             except Exception as exc:  # fail closed: no report, no release
                 self.evaluation_error = f"{type(exc).__name__}: {exc}"
+
+    def _evaluation_progress(self, message: str) -> None:
+        self.say(message, type="evaluation")
+        maybe_die("during_evaluation", self.attempt)
 
     # ----------------------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
@@ -441,6 +451,7 @@ class JobRecipe:
         try:
             self.setup()
             self.train()
+            maybe_die("after_training", self.attempt)
             self.save()
             self.evaluate()
             return self.result()

@@ -19,6 +19,7 @@ from db.session import session_scope
 from db.webhook_events import JobWebhookEvent
 from safety_report import GateDecision, SafetyReport, Verdict
 from worker.artifacts import sha256_file
+from worker.faults import maybe_die
 from worker.job import ClaimedJob
 from worker.pipeline import PipelineResult
 from worker.queue import record_job_webhooks
@@ -86,6 +87,8 @@ def publish_outcome(
                 file_id=adapter_file.id,
             )
             result_files = [adapter_file.id]
+            session.flush()
+            maybe_die("publish_uncommitted", job.attempts)
         summary = _summary(result.report)
         if verdict == "passed":
             done = jobs.finish(
@@ -152,6 +155,7 @@ def publish_outcome(
             level=level,
             type="safety_verdict",
             data={"verdict": verdict, "reasons": reasons},
+            attempt=job.attempts,
         )
 
 

@@ -24,6 +24,7 @@ from worker.queue import enqueue_webhook_delivery, record_job_webhooks
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.reaper")
+LEASE_EXPIRED = "lease_expired"
 
 
 def reap_once(settings: WorkerSettings | None = None, now: datetime | None = None) -> list[str]:
@@ -38,13 +39,16 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
             job = jobs.get_unscoped(job_id)
             if job is None:
                 continue
-            if job.attempts >= settings.max_attempts:
+            # Lost leases, not claims: a job handed back at a graceful shutdown (a deploy)
+            # was not lost, and must not be given up on sooner for it.
+            lost = events.count_with_reason(job_id, LEASE_EXPIRED) + 1
+            if lost >= settings.max_attempts:
                 finished = jobs.finish(
                     job_id,
                     job.fencing_token,
                     "failed",
                     error_code="worker_lost",
-                    error_message=f"The job's worker stopped responding {job.attempts} times.",
+                    error_message=f"The job's worker stopped responding {lost} times.",
                 )
                 if finished:
                     record_job_webhooks(session, job.tenant_id, job_id, JobWebhookEvent.FAILED)
@@ -54,6 +58,7 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
                     "Giving up: worker lost too often",
                     level="error",
                     type="message",
+                    attempt=job.attempts,
                 )
                 continue
             # Back to queued with a bumped fencing token: the lost worker, if it is only
@@ -67,11 +72,13 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
                 "last checkpoint",
                 level="warn",
                 type="message",
-                data={"attempts": job.attempts},
+                data={"attempts": job.attempts, "reason": LEASE_EXPIRED},
+                attempt=job.attempts,
             )
             requeue.append(job_id)
         cutoff = now - timedelta(seconds=settings.requeue_after_seconds)
-        requeue.extend(jobs.find_unenqueued(cutoff))
+        # A job just requeued above is also queued and unenqueued: enqueue it once, not twice.
+        requeue.extend(j for j in jobs.find_unenqueued(cutoff) if j not in requeue)
     for job_id in requeue:
         try:
             job_queue.enqueue_fine_tuning_job(job_id)

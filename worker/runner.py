@@ -25,13 +25,15 @@ from db.training_spec import within_daily_tokens
 from db.webhook_events import JobWebhookEvent
 from sap_core.errors import SapError, TrainingCancelled
 from worker.artifacts import JobPaths
+from worker.faults import maybe_die
 from worker.job import ClaimedJob
 from worker.job_spec import plan_job
 from worker.pipeline import JobRecipe, PipelineResult, resolve_device
 from worker.progress import DbProgressCallback, LeaseLostError
 from worker.publish import publish_outcome
-from worker.queue import record_job_webhooks
+from worker.queue import enqueue_fine_tuning_job, record_job_webhooks
 from worker.settings import WorkerSettings
+from worker.shutdown import GracefulShutdown, ShutdownRequested
 
 log = logging.getLogger("keel.worker")
 
@@ -74,7 +76,8 @@ def _claim(
             job.tenant_id,
             f"Job started on worker {settings.worker_id} (attempt {job.attempts})",
             type="message",
-            data={"attempt": job.attempts, "worker": settings.worker_id},
+            data={"worker": settings.worker_id},
+            attempt=job.attempts,
         )
     return claimed, policy
 
@@ -106,33 +109,92 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         data_dir=settings.data_dir,
+        attempt=job.attempts,
+        checkpoint_every_seconds=settings.checkpoint_every_seconds,
     )
+    graceful = GracefulShutdown(lambda: callback.phase)
+    callback.shutdown = graceful
     started = time.monotonic()
-    callback.start()
+    with graceful.installed():
+        try:
+            callback.start()
+            result = _train_and_evaluate(job, policy, callback, settings)
+            maybe_die("before_publish", job.attempts)
+            # A SIGTERM from here on lets the outcome be written (one short transaction).
+            graceful.finishing = True
+            if graceful.requested and result.report is None:
+                # The evaluation was interrupted by the shutdown, not failed: redo it.
+                raise ShutdownRequested("worker shutting down during evaluation")
+        except LeaseLostError:
+            log.warning("job %s: lease lost to another worker; stopping without writing", job.id)
+            return
+        except ShutdownRequested:
+            graceful.finishing = True
+            _release(job, settings)
+            return
+        except TrainingCancelled as stop:
+            graceful.finishing = True
+            if stop.reason == "shutdown":
+                _release(job, settings)
+            else:
+                _finish_stopped(job, stop.reason, callback)
+            return
+        except SapError as exc:
+            graceful.finishing = True
+            if graceful.requested:  # a shutdown that surfaced wrapped in a library's error
+                _release(job, settings)
+            else:
+                _fail(job, exc.code, str(exc), callback)
+            return
+        except Exception as exc:  # noqa: BLE001 - any crash fails the job, never the worker
+            graceful.finishing = True
+            if graceful.requested:
+                _release(job, settings)
+                return
+            log.exception("job %s crashed", job.id)
+            _fail(
+                job,
+                "internal_error",
+                f"Training crashed: {type(exc).__name__}",
+                callback,
+                detail=traceback.format_exc(limit=5),
+            )
+            return
+        finally:
+            callback.close()
+        publish_outcome(job, result, settings, wall_seconds=time.monotonic() - started)
+
+
+def _release(job: ClaimedJob, settings: WorkerSettings) -> None:
+    """The worker is stopping: the job back to queued (its checkpoints kept) and enqueued now,
+    so the next worker resumes it at once instead of after the lease expires."""
+    with session_scope() as session:
+        latest = CheckpointRepository(session).latest(job.id)
+        released = JobRepository(session).release(job.id, job.token)
+        if released:
+            step = latest.step_number if latest is not None else None
+            where = f"from its checkpoint at step {step}" if step else "from the start"
+            EventRepository(session).append(
+                job.id,
+                job.tenant_id,
+                f"Worker {settings.worker_id} shutting down; the job is queued again and resumes "
+                f"{where} on the next worker",
+                level="warn",
+                type="message",
+                data={"reason": "worker_shutdown", "checkpoint_step": step},
+                attempt=job.attempts,
+            )
+    if not released:
+        log.warning("job %s: lease already lost at shutdown; nothing to release", job.id)
+        return
     try:
-        result = _train_and_evaluate(job, policy, callback, settings)
-    except LeaseLostError:
-        log.warning("job %s: lease lost to another worker; stopping without writing", job.id)
+        enqueue_fine_tuning_job(job.id)
+    except Exception:  # broker down: the reaper enqueues it (enqueued_at is unset)
+        log.exception("job %s: re-enqueue at shutdown failed; the reaper will", job.id)
         return
-    except TrainingCancelled as stop:
-        _finish_stopped(job, stop.reason, callback)
-        return
-    except SapError as exc:
-        _fail(job, exc.code, str(exc), callback)
-        return
-    except Exception as exc:  # noqa: BLE001 - any crash fails the job, never the worker
-        log.exception("job %s crashed", job.id)
-        _fail(
-            job,
-            "internal_error",
-            f"Training crashed: {type(exc).__name__}",
-            callback,
-            detail=traceback.format_exc(limit=5),
-        )
-        return
-    finally:
-        callback.close()
-    publish_outcome(job, result, settings, wall_seconds=time.monotonic() - started)
+    with session_scope() as session:
+        JobRepository(session).mark_enqueued(job.id)
+    log.info("job %s released at shutdown and re-enqueued", job.id)
 
 
 def _train_and_evaluate(
@@ -172,6 +234,7 @@ def _train_and_evaluate(
         callback=callback,
         settings=settings,
         resume_from=resume_from,
+        attempt=job.attempts,
     ).run()
 
 
@@ -185,7 +248,9 @@ def _finish_stopped(job: ClaimedJob, reason: str, callback: DbProgressCallback) 
             if jobs.finish(job.id, job.token, "cancelled"):
                 record_job_webhooks(session, job.tenant_id, job.id, JobWebhookEvent.CANCELLED)
             message = "Job cancelled"
-        EventRepository(session).append(job.id, job.tenant_id, message, type="message")
+        EventRepository(session).append(
+            job.id, job.tenant_id, message, type="message", attempt=job.attempts
+        )
 
 
 def _fail(
@@ -206,4 +271,5 @@ def _fail(
                 level="error",
                 type="message",
                 data={"code": code},
+                attempt=job.attempts,
             )

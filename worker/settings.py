@@ -22,6 +22,11 @@ class WorkerSettings(BaseSettings):
     lease_seconds: int = 120
     heartbeat_seconds: float = 5.0
     checkpoint_every: int = 20
+    # A running job also checkpoints when this many seconds passed since its last checkpoint
+    # (and always at its last step): a dead worker loses at most this much training, however
+    # long the policy's every-n-steps interval is. A LoRA checkpoint is small (adapter +
+    # optimizer state), so a few minutes costs little.
+    checkpoint_every_seconds: float = Field(default=180.0, gt=0)
     reaper_interval_seconds: float = 15.0
     # A queued job whose task message has not been claimed after this long is re-enqueued.
     requeue_after_seconds: int = 300

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.ids import EVENT_PREFIX, new_id
-from db.models import JobEvent
+from db.models import FineTuningJob, JobEvent
 from db.repositories.pagination import InvalidCursorError, Page, fetch_page
 
 LEVELS = ("info", "warn", "error")
@@ -28,9 +28,19 @@ class EventRepository:
         level: str = "info",
         type: str = "message",
         data: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> JobEvent:
+        """One event; `data.attempt` is the claim it belongs to (0: before any worker claimed
+        the job), read from the job row unless the caller (a worker) knows it."""
         if level not in LEVELS:
             raise ValueError(f"event level must be one of {LEVELS}, got {level!r}")
+        if attempt is None:
+            attempt = int(
+                self.session.scalar(
+                    select(FineTuningJob.attempts).where(FineTuningJob.id == job_id)
+                )
+                or 0
+            )
         event = JobEvent(
             id=new_id(EVENT_PREFIX),
             job_id=job_id,
@@ -39,7 +49,7 @@ class EventRepository:
             level=level,
             type=type,
             message=message,
-            data=data,
+            data={**(data or {}), "attempt": attempt},
         )
         self.session.add(event)
         self.session.flush()
@@ -86,3 +96,14 @@ class EventRepository:
             .limit(limit)
         )
         return list(self.session.scalars(stmt))
+
+    def count_with_reason(self, job_id: str, reason: str) -> int:
+        """How many of the job's events record `data.reason` == `reason` (e.g. lease_expired)."""
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.data["reason"].as_string() == reason)
+            )
+            or 0
+        )

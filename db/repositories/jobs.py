@@ -337,6 +337,23 @@ class JobRepository:
             {"status": JobStatus.PAUSED.value, "lease_owner": None, "lease_expires_at": None},
         )
 
+    def release(self, job_id: str, token: int) -> bool:
+        """The holder gives the job back (graceful shutdown): queued, unleased, not enqueued.
+
+        Fenced like every worker write; the next claim bumps the token as usual. False if the
+        holder had already lost the job.
+        """
+        return self._fenced_update(
+            job_id,
+            token,
+            {
+                "status": JobStatus.QUEUED.value,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "enqueued_at": None,
+            },
+        )
+
     def set_phase(self, job_id: str, token: int, phase: str) -> bool:
         current = self.session.scalar(
             select(FineTuningJob.progress).where(*self._fenced(job_id, token))

@@ -53,8 +53,15 @@ def test_claim_lease_and_fencing_on_sqlite(sqlite_session: Session, tmp_path: Pa
     assert stored.finished_at.tzinfo == UTC
     assert [j.id for j in jobs.list(tenant.id, None, 10, {"k": "v"}).items] == [job.id]
     assert jobs.list(tenant.id, None, 10, {"k": "w"}).items == []
-    event = EventRepository(sqlite_session).append(job.id, tenant.id, "hello", data={"a": 1})
+    events = EventRepository(sqlite_session)
+    event = events.append(job.id, tenant.id, "hello", data={"a": 1})
     assert event.seq == 1
+    assert event.data == {"a": 1, "attempt": 2}  # the job's current claim
+    # The reaper's count of lost leases (a JSON field query) works on SQLite too.
+    events.append(job.id, tenant.id, "lost", data={"reason": "lease_expired"})
+    assert events.count_with_reason(job.id, "lease_expired") == 1
+    assert events.count_with_reason(job.id, "worker_shutdown") == 0
+    assert jobs.release(job.id, 2) is False  # finished: nothing to release
 
 
 def test_policy_defaults_from_file_then_versions(sqlite_session: Session, tmp_path: Path) -> None:

@@ -91,18 +91,36 @@ class LiveService:
     port: int = field(default_factory=free_port)
     admin_key: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # The fault suite runs on its own Postgres and Redis (tests/faults/backends.py) so that it
+    # can kill and restart them; everything else uses the shared ones on the default ports.
+    pg_port: int = 5432
+    redis_port: int = 6379
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def pg_admin_dsn(self) -> str:
+        if self.pg_port == 5432:
+            return PG_ADMIN_DSN
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
+
+    @property
+    def database_dsn(self) -> str:
+        """The service database for psycopg (no SQLAlchemy driver suffix)."""
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{self.db_name}"
+
+    @property
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "KEEL_ENV": "testing",
-            "KEEL_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db_name}",
-            "KEEL_BROKER_URL": f"redis://127.0.0.1:6379/{self.redis_db}",
+            "KEEL_DATABASE_URL": (
+                f"postgresql+psycopg://postgres@127.0.0.1:{self.pg_port}/{self.db_name}"
+            ),
+            "KEEL_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/{self.redis_db}",
             "KEEL_DATA_DIR": str(self.tmp / "data"),
             "KEEL_MODEL_CACHE_DIR": str(MODEL_CACHE),
             "KEEL_CORPUS_DIR": str(self.tmp / "corpus"),
@@ -115,16 +133,17 @@ class LiveService:
             "KEEL_REQUEUE_AFTER_SECONDS": "60",
             "OMP_NUM_THREADS": "2",
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
 
     def start(self) -> LiveService:
         (self.tmp / "data").mkdir(parents=True, exist_ok=True)
         (self.tmp / "policy.yaml").write_text(yaml.safe_dump(self.policy))
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        with psycopg.connect(self.pg_admin_dsn, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db_name}"')
         import redis
 
-        redis.Redis(db=self.redis_db).flushdb()
+        redis.Redis(port=self.redis_port, db=self.redis_db).flushdb()
         subprocess.run(
             [sys.executable, "-m", "alembic", "upgrade", "head"],
             cwd=ROOT,
@@ -139,8 +158,10 @@ class LiveService:
         self._wait_ready()
         return self
 
-    def start_worker(self, name: str = "worker") -> None:
-        self._spawn(name, worker_argv(1, f"{name}-{uuid.uuid4().hex[:6]}@%h"))
+    def start_worker(self, name: str = "worker", env: dict[str, str] | None = None) -> None:
+        """A Celery worker; ``env`` adds to the service's settings (a fault point, say)."""
+        argv = worker_argv(1, f"{name}-{uuid.uuid4().hex[:6]}@%h")
+        self.procs[name] = spawn(argv, self.tmp / f"{name}.log", {**self.env, **(env or {})}, ROOT)
 
     def kill(self, name: str) -> None:
         """SIGKILL a process and its children (the Celery pool child too): a hard crash."""
@@ -148,8 +169,21 @@ class LiveService:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
+    def terminate(self, name: str, timeout: float = 60) -> float:
+        """SIGTERM the process only (as `keel serve` and `docker stop` do) and wait for it to
+        exit; the seconds it took."""
+        proc = self.procs.pop(name)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout)
+        return time.monotonic() - started
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         self.procs[name] = spawn(argv, self.tmp / f"{name}.log", self.env, cwd=ROOT)
+
+    def full_log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"
@@ -180,7 +214,7 @@ class LiveService:
     def stop(self) -> None:
         stop(*self.procs.values(), timeout=15)
         self.procs.clear()
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        with psycopg.connect(self.pg_admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
 
@@ -197,7 +231,11 @@ def wait_for_status(
 
 
 def create_small_job(
-    client: httpx.Client, rows: int, hyperparameters: dict[str, object], seed: int | None = None
+    client: httpx.Client,
+    rows: int,
+    hyperparameters: dict[str, object],
+    seed: int | None = None,
+    extra: dict[str, object] | None = None,
 ) -> str:
     """Upload the first ``rows`` example word problems and create a job on them; its id."""
     lines = (ROOT / "examples" / "chat_math.jsonl").read_text().splitlines()[:rows]
@@ -214,6 +252,7 @@ def create_small_job(
     }
     if seed is not None:
         body["seed"] = seed
+    body.update(extra or {})
     job = client.post("/v1/fine_tuning/jobs", json=body)
     assert job.status_code == 200, job.text
     return str(job.json()["id"])

@@ -567,6 +567,31 @@ def test_deadline_saves_a_checkpoint_then_raises_its_own_error(tmp_path: Path) -
     assert (tmp_path / "checkpoints" / "step-00000002" / "state.json").is_file()
 
 
+def test_shutdown_saves_a_checkpoint_then_raises(tmp_path: Path) -> None:
+    rec = Recorder(stop_at=2, request="shutdown")
+    trainer = make_trainer(
+        SapConfig(enabled=False), tmp_path, max_steps=5, callback=rec, checkpoint_every=2
+    )
+    with pytest.raises(TrainingCancelled) as info:
+        trainer.train()
+    assert info.value.reason == "shutdown"
+    # Step 2 is both an every-n checkpoint and the shutdown's: written once.
+    assert rec.events == [("start", 5), ("step", 1), ("step", 2), ("checkpoint", 2)]
+
+
+def test_checkpoint_request_saves_and_training_goes_on(tmp_path: Path) -> None:
+    class EveryOther(Recorder):
+        def should_stop(self) -> StopRequest | None:
+            return "checkpoint" if self.steps in (1, 3) else None
+
+    rec = EveryOther()
+    trainer = make_trainer(SapConfig(enabled=False), tmp_path, max_steps=4, callback=rec)
+    result = trainer.train()
+    assert result.steps == 4
+    assert [e for e in rec.events if e[0] == "checkpoint"] == [("checkpoint", 1), ("checkpoint", 3)]
+    assert (tmp_path / "checkpoints" / "step-00000003" / "state.json").is_file()
+
+
 # ---------------------------------------------------------------- loading from a local directory
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
 def test_setup_loads_local_safetensors_dir_and_trains(arch: str, tmp_path: Path) -> None:
