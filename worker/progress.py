@@ -6,6 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
+from db.blobs import BlobStore, LocalBlobStore
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
@@ -38,6 +39,7 @@ class DbProgressCallback:
         heartbeat_seconds: float,
         event_every: int = 10,
         data_dir: Path,
+        store: BlobStore | None = None,
     ) -> None:
         self.job_id = job_id
         self.tenant_id = tenant_id
@@ -46,6 +48,9 @@ class DbProgressCallback:
         self.heartbeat_seconds = heartbeat_seconds
         self.event_every = event_every
         self.data_dir = data_dir
+        # Where checkpoints are stored for a successor to resume from (the data dir itself by
+        # default: nothing to copy).
+        self.store = store if store is not None else LocalBlobStore(data_dir)
         self._progress: dict[str, object] = {"phase": "starting"}
         self._stop: StopRequest | None = None
         self._lease_lost = False
@@ -139,7 +144,10 @@ class DbProgressCallback:
     def on_checkpoint(self, step: int, path: Path) -> None:
         if self._lease_lost:
             raise LeaseLostError(self.job_id)
-        relative = str(Path(path).resolve().relative_to(self.data_dir.resolve()))
+        relative = Path(path).resolve().relative_to(self.data_dir.resolve()).as_posix()
+        # Stored completely before its row exists: a successor only ever resumes from a
+        # checkpoint that is all there.
+        self.store.put_tree(Path(path), relative)
         with session_scope() as session:
             checkpoint = CheckpointRepository(session).add(
                 job_id=self.job_id,

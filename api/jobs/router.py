@@ -19,7 +19,6 @@ from api.jobs import service
 from api.jobs.schemas import JobCreate, SafetyReportObject
 from api.reports.html import render_report_html
 from api.serializers import checkpoint_object, event_object, job_object, list_object, unix
-from db.blobs import BlobStore
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
@@ -36,7 +35,7 @@ def create_job(
     body: JobCreate, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep
 ) -> dict[str, Any]:
     """Create a fine-tuning job."""
-    job = service.create_job(session, BlobStore(settings.data_dir), tenant_id, body)
+    job = service.create_job(session, settings.blob_store(), tenant_id, body)
     return job_object(job)
 
 
