@@ -1,5 +1,9 @@
 """A live Keel deployment for end-to-end tests: real uvicorn, real Celery worker, real reaper,
-real Postgres (a fresh database) and real Redis (a dedicated logical database)."""
+real Postgres (a fresh database) and real Redis (a dedicated logical database).
+
+With `object_store` set, blobs live in a real S3 server (tests/fixtures/object_store.py) and
+every process gets its own KEEL_DATA_DIR, as on separate machines: the bucket is the only
+storage they share."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from cli.local_service import (
     wait_ready,
     worker_argv,
 )
+from tests.fixtures.object_store import ObjectStoreServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("KEEL_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -90,6 +95,7 @@ class LiveService:
     port: int = field(default_factory=free_port)
     admin_key: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    object_store: ObjectStoreServer | None = None
 
     @property
     def base_url(self) -> str:
@@ -114,6 +120,19 @@ class LiveService:
             "KEEL_REQUEUE_AFTER_SECONDS": "60",
             "OMP_NUM_THREADS": "2",
             "PYTHONUNBUFFERED": "1",
+        }
+
+    def data_dir(self, name: str) -> Path:
+        """The process's KEEL_DATA_DIR: one shared directory, or its own beside an object store."""
+        return self.tmp / (f"{name}-data" if self.object_store else "data")
+
+    def env_for(self, name: str) -> dict[str, str]:
+        if self.object_store is None:
+            return self.env
+        return {
+            **self.env,
+            **self.object_store.env(prefix=self.db_name),
+            "KEEL_DATA_DIR": str(self.data_dir(name)),
         }
 
     def start(self) -> LiveService:
@@ -147,7 +166,8 @@ class LiveService:
         proc.wait(timeout=10)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        self.procs[name] = spawn(argv, self.tmp / f"{name}.log", self.env, cwd=ROOT)
+        self.data_dir(name).mkdir(parents=True, exist_ok=True)
+        self.procs[name] = spawn(argv, self.tmp / f"{name}.log", self.env_for(name), cwd=ROOT)
 
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"
