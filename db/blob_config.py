@@ -15,13 +15,17 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import SecretStr, model_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.blobs import BlobStore, LocalBlobStore
 
 
 class BlobSettings(BaseSettings):
-    """Mixed into KeelSettings and WorkerSettings (prefix KEEL_)."""
+    """Mixed into KeelSettings and WorkerSettings (prefix KEEL_); alone in docker/prestart.sh."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path("./var")
     blob_url: str = ""
@@ -84,6 +88,10 @@ def _s3_client(endpoint: str, region: str, key_id: str, secret: str, addressing:
         aws_secret_access_key=secret or None,
         config=Config(
             s3={"addressing_style": style},
+            # Checksums only where S3 requires them: the CRC32 headers boto3 sends by default
+            # since 1.36 are refused by GCS's interoperability API and some S3-compatibles.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=10,
             read_timeout=120,

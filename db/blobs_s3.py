@@ -75,6 +75,39 @@ class S3BlobStore(BlobStore):
             multipart_threshold=part_bytes, multipart_chunksize=part_bytes, max_concurrency=4
         )
 
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if it does not exist (the compose stack's first start); True if
+        created. A bucket Keel creates gets a rule that collects multipart uploads left
+        incomplete for a day (an API process killed mid-upload); an existing bucket's rules
+        are the operator's and are left alone."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return False
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in {"404", "NoSuchBucket"}:
+                raise
+        region = self.client.meta.region_name
+        if region and region != "us-east-1":
+            self.client.create_bucket(
+                Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region}
+            )
+        else:
+            self.client.create_bucket(Bucket=self.bucket)
+        self.client.put_bucket_lifecycle_configuration(
+            Bucket=self.bucket,
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "keel-abort-incomplete-uploads",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": ""},
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                    }
+                ]
+            },
+        )
+        return True
+
     def key_for(self, storage_path: str) -> str:
         check_storage_path(storage_path)
         return f"{self.prefix}/{storage_path}" if self.prefix else storage_path
@@ -279,5 +312,5 @@ class S3BlobWriter(BlobWriter):
                     Bucket=self.store.bucket, Key=self.key, UploadId=upload_id
                 )
             except ClientError:
-                # The bucket's lifecycle rule for incomplete uploads collects it (README).
+                # The bucket's rule for incomplete uploads collects it (ensure_bucket, README).
                 pass

@@ -90,7 +90,12 @@ def test_abort_leaves_nothing(store: S3BlobStore) -> None:
     writer = store.open_writer("t", "aborted", max_bytes=10 * PART)
     for chunk in _chunks(os.urandom(PART + 1)):
         writer.write(chunk)
+    prefix = store.key_for("files/t")
+    pending = store.client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
+    assert [u["Key"] for u in pending.get("Uploads", [])] == [store.key_for("files/t/aborted")]
     writer.abort()
+    pending = store.client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
+    assert not pending.get("Uploads")
     writer.abort()  # idempotent
     assert _object(store, "files/t/aborted") is None
 
@@ -200,3 +205,14 @@ def test_blob_url_is_validated() -> None:
     with pytest.raises(ValueError, match="KEEL_S3_PART_SIZE_MB"):
         BlobSettings(blob_url="s3://b", s3_part_size_mb=1)
     assert type(BlobSettings(data_dir=Path("/tmp")).blob_store()).__name__ == "LocalBlobStore"
+
+
+def test_ensure_bucket_creates_a_missing_bucket_once(object_store: ObjectStoreServer) -> None:
+    name = f"keel-new-{uuid.uuid4().hex[:8]}"
+    settings = object_store.settings("p")
+    store = BlobSettings(**{**settings.model_dump(), "blob_url": f"s3://{name}/p"}).blob_store()
+    assert isinstance(store, S3BlobStore)
+    assert store.ensure_bucket() is True
+    assert store.ensure_bucket() is False
+    store.write_bytes("files/t/x", b"x")
+    assert store.read_bytes("files/t/x") == b"x"
