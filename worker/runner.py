@@ -8,13 +8,14 @@ won at claim time, so a worker that lost its lease can never overwrite its succe
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
 
 from dataformats import Conversation, validate_jsonl
 from db.base import utcnow
-from db.blobs import BlobNotFoundError, BlobStore
+from db.blobs import BlobNotFoundError, BlobStore, LocalBlobStore
 from db.policy_schema import PolicyDocument
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
@@ -115,6 +116,36 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
         return
     job, policy = claimed
     store = settings.blob_store()
+    try:
+        _run_claimed(job, policy, settings, store)
+    finally:
+        _drop_working_copies(job, settings, store)
+
+
+def _drop_working_copies(job: ClaimedJob, settings: WorkerSettings, store: BlobStore) -> None:
+    """With an object store, this worker's copies of the job's files go once it stops working on
+    it (whatever the outcome): the bucket has what a successor or a download needs, and a
+    long-running worker's disk would otherwise fill with every job it ever ran. With the local
+    store the data dir *is* the storage: nothing is removed."""
+    if isinstance(store, LocalBlobStore):
+        return
+    paths = [JobPaths.for_job(settings.data_dir, job.tenant_id, job.id).root]
+    for stored in (job.training_storage_path, job.validation_storage_path):
+        if stored:
+            paths.append(settings.data_dir / stored)
+    for path in paths:
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            log.warning("job %s: could not remove the working copy %s", job.id, path)
+
+
+def _run_claimed(
+    job: ClaimedJob, policy: PolicyDocument | None, settings: WorkerSettings, store: BlobStore
+) -> None:
     callback = DbProgressCallback(
         job.id,
         job.tenant_id,

@@ -141,7 +141,6 @@ def _assert_only_the_bucket_was_shared(service: LiveService, file_id: str, job_i
     api_dir, worker_dir = service.data_dir("api"), service.data_dir("worker")
     assert api_dir != worker_dir
     # The upload went to the bucket, never to the API's disk; the worker trained from its own
-    # cached copy and stored its adapter in the bucket.
+    # copy (removed once the job ended) and stored checkpoints and adapter in the bucket.
     assert not [p for p in api_dir.rglob("*") if p.is_file() and "files" in p.parts]
-    assert any((worker_dir / "files").rglob(file_id))
     assert not (api_dir / "artifacts").exists()
