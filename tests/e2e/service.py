@@ -119,6 +119,9 @@ class LiveService:
             "KEEL_REAPER_INTERVAL_SECONDS": "2",
             "KEEL_REQUEUE_AFTER_SECONDS": "60",
             "OMP_NUM_THREADS": "2",
+            # Idle OpenMP threads sleep instead of spinning: on a loaded machine a spinning
+            # thread burns the CPU time its partner needs (seen: no training step in 13 min).
+            "OMP_WAIT_POLICY": "PASSIVE",
             "PYTHONUNBUFFERED": "1",
         }
 
