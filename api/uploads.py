@@ -2,7 +2,9 @@
 
 Starlette's `request.form()` spools the whole body before a route runs, so the cap would only
 apply after the bytes were already read. Here every received chunk is counted: the upload stops at
-KEEL_MAX_UPLOAD_BYTES whatever Content-Length claims.
+KEEL_MAX_UPLOAD_BYTES whatever Content-Length claims. The parser and the blob writer run on a
+worker thread: with an object store a full part is sent to the bucket from inside `write`, a
+network call that must not stall the event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.errors import AppError, InvalidRequest, PayloadTooLarge
@@ -177,15 +180,17 @@ async def receive_upload(
             received += len(chunk)
             if received > body_cap:
                 raise _too_large(max_bytes)
-            parser.write(chunk)
-        parser.finalize()
+            await run_in_threadpool(parser.write, chunk)
+        await run_in_threadpool(parser.finalize)
     except AppError:
-        collector.abort()
+        await run_in_threadpool(collector.abort)
         raise
     except Exception as exc:
-        collector.abort()
+        await run_in_threadpool(collector.abort)
         raise InvalidRequest("Malformed multipart body.", code="invalid_multipart") from exc
     except BaseException:
+        # Cancelled (client gone): no await is possible any more; abort here, blocking.
         collector.abort()
         raise
-    return collector.finish()
+    # A failing commit (storage down) aborts its own upload and is a 5xx, not a client error.
+    return await run_in_threadpool(collector.finish)

@@ -48,7 +48,7 @@ def _check_policy_file() -> None:
         message = f"keel serve: cannot use the provider policy: {exc}"
         console.print(message, style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    for model, score in BaseModelScores(Path(settings.data_dir)).failing(policy).items():
+    for model, score in BaseModelScores(settings.blob_store()).failing(policy).items():
         console.print(
             f"keel serve: allowed model {model} already fails the policy's harmful-score limit "
             f"as a base model ({score.harmful_score:.3f} on {score.n} prompts): jobs on it are "

@@ -8,19 +8,17 @@ admin policy endpoints name those models.
 
 Only aggregate numbers of the *base* model on the bare held-out prompts are stored: nothing that
 depends on a tenant's data or framing, so nothing here tells one tenant about another.
-Files live under ``KEEL_DATA_DIR/base-model-scores/<model>.json`` (API and worker share the data
-dir), written atomically.
+Records are blobs at ``base-model-scores/<model>.json`` in the blob store that API and worker
+share (the data dir, or the bucket: db.blob_config), each written whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from db.blobs import BlobStore
 from db.policy_schema import PolicyDocument, Thresholds
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -38,30 +36,28 @@ class BaseModelScore:
 
 
 class BaseModelScores:
-    """Latest base-model score per registry model name, as small JSON files."""
+    """Latest base-model score per registry model name, as small JSON blobs."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.dir = Path(data_dir) / "base-model-scores"
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
 
-    def _path(self, model: str) -> Path | None:
+    def _path(self, model: str) -> str | None:
         # Registry names only ("qwen2.5-coder-0.5b-instruct"); anything else is never a path.
-        return self.dir / f"{model}.json" if _SAFE_NAME.fullmatch(model) else None
+        return f"base-model-scores/{model}.json" if _SAFE_NAME.fullmatch(model) else None
 
     def record(self, score: BaseModelScore) -> None:
         path = self._path(score.model)
-        if path is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.dir, delete=False, suffix=".tmp") as tmp:
-            json.dump(asdict(score), tmp)
-        os.replace(tmp.name, path)
+        if path is not None:
+            self.store.write_bytes(path, json.dumps(asdict(score)).encode())
 
     def get(self, model: str) -> BaseModelScore | None:
         path = self._path(model)
-        if path is None or not path.is_file():
+        if path is None:
             return None
         try:
-            return BaseModelScore(**json.loads(path.read_text()))
+            return BaseModelScore(**json.loads(self.store.read_bytes(path)))
+        except FileNotFoundError:  # never evaluated (BlobNotFoundError)
+            return None
         except (ValueError, TypeError):  # a torn or foreign file: as if never evaluated
             return None
 

@@ -9,7 +9,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from db.blob_config import BlobSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Values published in docs, examples or older defaults: never accepted, in any mode.
@@ -57,7 +59,7 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
-class KeelSettings(BaseSettings):
+class KeelSettings(BlobSettings):
     # hide_input_in_errors: a refused secret must never be echoed in the start-up error.
     model_config = SettingsConfigDict(
         env_prefix="KEEL_", env_file=".env", extra="ignore", hide_input_in_errors=True
@@ -66,7 +68,7 @@ class KeelSettings(BaseSettings):
     env: Environment = Environment.DEVELOPMENT
     database_url: str = "sqlite:///./var/keel.db"
     broker_url: str = "sqla+sqlite:///./var/broker.db"
-    data_dir: Path = Path("./var")
+    # data_dir and the blob store settings (KEEL_BLOB_URL, KEEL_S3_*): db.blob_config.
     max_upload_bytes: int = 512 * 1024 * 1024
     # JSON request bodies (job create, policy PUT, tenant create) are capped on the bytes
     # received, before any parsing; uploads keep their own streamed cap above.

@@ -7,7 +7,6 @@ import it without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 
@@ -18,8 +17,9 @@ class ClaimedJob:
     model: str
     token: int
     attempts: int
-    training_path: Path
-    validation_path: Path | None
+    # Storage paths (db.blobs): the worker fetches them into its data dir before training.
+    training_storage_path: str
+    validation_storage_path: str | None
     hyperparameters: dict[str, Any]
     safety: dict[str, Any]
     seed: int

@@ -24,6 +24,7 @@ import torch
 
 from dataformats import Conversation, Message
 from db.base_model_scores import BaseModelScore, BaseModelScores
+from db.blobs import BlobStore
 from safety_report import SafetyReport, SapStrengthSummary
 from sap_core.data import encode_triple, tokenize_dataset
 from sap_core.errors import (
@@ -428,7 +429,7 @@ class JobRecipe:
                             self.sap_strength.as_dict()
                         )
                 report.utility_source = "validation_file" if self.validation else "training_sample"
-                _record_base_score(self.settings.data_dir, self.model_name, report)
+                _record_base_score(self.settings.blob_store(), self.model_name, report)
                 self.report = report
             except ShutdownRequested:
                 raise  # the worker is stopping, not an evaluation failure: the next one redoes it
@@ -493,14 +494,14 @@ def _ensure_model(name: str, cache_dir: Path, say: Callable[..., None]) -> Path:
         return pull_model(name, cache_dir)
 
 
-def _record_base_score(data_dir: Path, model_name: str, report: SafetyReport) -> None:
+def _record_base_score(store: BlobStore, model_name: str, report: SafetyReport) -> None:
     """The base model's bare harmful score, for the API's refusal of jobs that cannot pass."""
     base = report.base
     harmful = base.harmful if base is not None else None
     rate = harmful.harmful_score if harmful is not None else None
     if harmful is None or rate is None or rate.rate is None or not harmful.n:
         return
-    BaseModelScores(data_dir).record(
+    BaseModelScores(store).record(
         BaseModelScore(
             model=model_name,
             harmful_score=float(rate.rate),

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from db.blobs import BlobStore, LocalBlobStore
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
@@ -57,6 +58,7 @@ class DbProgressCallback:
         checkpoint_every_seconds: float | None = None,
         db_retry_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        store: BlobStore | None = None,
     ) -> None:
         self.job_id = job_id
         self.tenant_id = tenant_id
@@ -65,6 +67,9 @@ class DbProgressCallback:
         self.heartbeat_seconds = heartbeat_seconds
         self.event_every = event_every
         self.data_dir = data_dir
+        # Where checkpoints are stored for a successor to resume from (the data dir itself by
+        # default: nothing to copy).
+        self.store = store if store is not None else LocalBlobStore(data_dir)
         self._progress: dict[str, object] = {"phase": "starting"}
         self._stop: StopRequest | None = None
         self._lease_lost = False
@@ -202,7 +207,10 @@ class DbProgressCallback:
     def on_checkpoint(self, step: int, path: Path) -> None:
         if self._lease_lost:
             raise LeaseLostError(self.job_id)
-        relative = str(Path(path).resolve().relative_to(self.data_dir.resolve()))
+        relative = Path(path).resolve().relative_to(self.data_dir.resolve()).as_posix()
+        # Stored completely before its row exists: a successor only ever resumes from a
+        # checkpoint that is all there.
+        self.store.put_tree(Path(path), relative)
 
         def write() -> None:
             with session_scope() as session:

@@ -50,7 +50,11 @@ def publish_outcome(
     wall_seconds: float,
 ) -> None:
     verdict, reasons = _verdict(result, result.plan.on_failure)
-    relative_zip = str(result.adapter_zip.resolve().relative_to(settings.data_dir.resolve()))
+    relative_zip = result.adapter_zip.resolve().relative_to(settings.data_dir.resolve()).as_posix()
+    if verdict in ("passed", "quarantined"):
+        # Stored (as a complete object) before any row names it; on a lost lease below it is an
+        # orphan, overwritten by the successor's adapter under the same path.
+        settings.blob_store().put_file(result.adapter_zip, relative_zip)
     with session_scope() as session:
         jobs = JobRepository(session)
         events = EventRepository(session)

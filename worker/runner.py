@@ -8,12 +8,14 @@ won at claim time, so a worker that lost its lease can never overwrite its succe
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
 
 from dataformats import Conversation, validate_jsonl
 from db.base import utcnow
+from db.blobs import BlobNotFoundError, BlobStore, LocalBlobStore
 from db.policy_schema import PolicyDocument
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
@@ -60,8 +62,8 @@ def _claim(
             model=job.model,
             token=token,
             attempts=job.attempts,
-            training_path=settings.data_dir / training,
-            validation_path=settings.data_dir / validation if validation else None,
+            training_storage_path=training,
+            validation_storage_path=validation,
             hyperparameters=dict(job.hyperparameters or {}),
             safety=dict(job.safety or {}),
             seed=int(job.seed or 0),
@@ -94,6 +96,22 @@ def _read_conversations(path: Path) -> list[Conversation]:
     return report.conversations
 
 
+def _fetch(store: BlobStore, storage_path: str, settings: WorkerSettings) -> Path:
+    try:
+        return store.fetch_file(storage_path, settings.data_dir / storage_path)
+    except BlobNotFoundError as exc:
+        raise SapError("the job's training file is no longer stored") from exc
+
+
+def _fetch_checkpoint(store: BlobStore, storage_path: str, settings: WorkerSettings) -> Path | None:
+    """The last checkpoint, fetched into this worker's data dir (None: train from the start)."""
+    try:
+        return store.fetch_tree(storage_path, settings.data_dir / storage_path)
+    except BlobNotFoundError:
+        log.warning("checkpoint %s is not (completely) stored; starting over", storage_path)
+        return None
+
+
 def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
     """Train one job if this worker wins the claim; otherwise return (duplicate delivery)."""
     settings = settings or WorkerSettings()
@@ -102,6 +120,37 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
         log.info("job %s not claimable (duplicate delivery or not queued)", job_id)
         return
     job, policy = claimed
+    store = settings.blob_store()
+    try:
+        _run_claimed(job, policy, settings, store)
+    finally:
+        _drop_working_copies(job, settings, store)
+
+
+def _drop_working_copies(job: ClaimedJob, settings: WorkerSettings, store: BlobStore) -> None:
+    """With an object store, this worker's copies of the job's files go once it stops working on
+    it (whatever the outcome): the bucket has what a successor or a download needs, and a
+    long-running worker's disk would otherwise fill with every job it ever ran. With the local
+    store the data dir *is* the storage: nothing is removed."""
+    if isinstance(store, LocalBlobStore):
+        return
+    paths = [JobPaths.for_job(settings.data_dir, job.tenant_id, job.id).root]
+    for stored in (job.training_storage_path, job.validation_storage_path):
+        if stored:
+            paths.append(settings.data_dir / stored)
+    for path in paths:
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            log.warning("job %s: could not remove the working copy %s", job.id, path)
+
+
+def _run_claimed(
+    job: ClaimedJob, policy: PolicyDocument | None, settings: WorkerSettings, store: BlobStore
+) -> None:
     callback = DbProgressCallback(
         job.id,
         job.tenant_id,
@@ -111,6 +160,7 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
         data_dir=settings.data_dir,
         attempt=job.attempts,
         checkpoint_every_seconds=settings.checkpoint_every_seconds,
+        store=store,
     )
     graceful = GracefulShutdown(lambda: callback.phase)
     callback.shutdown = graceful
@@ -118,7 +168,7 @@ def run_job(job_id: str, settings: WorkerSettings | None = None) -> None:
     with graceful.installed():
         try:
             callback.start()
-            result = _train_and_evaluate(job, policy, callback, settings)
+            result = _train_and_evaluate(job, policy, callback, settings, store)
             maybe_die("before_publish", job.attempts)
             # A SIGTERM from here on lets the outcome be written (one short transaction).
             graceful.finishing = True
@@ -202,18 +252,26 @@ def _train_and_evaluate(
     policy: PolicyDocument | None,
     callback: DbProgressCallback,
     settings: WorkerSettings,
+    store: BlobStore,
 ) -> PipelineResult:
     if policy is None:
         raise DailyTokensExhausted(
             "Your organization has no trained tokens left of its daily quota "
             "(quotas.max_trained_tokens_per_day); create the job again later."
         )
-    conversations = _read_conversations(job.training_path)
-    validation = _read_conversations(job.validation_path) if job.validation_path else None
+    # The data dir is this worker's working copy: with an object store, what the job needs is
+    # fetched into it, so any worker (any machine, any data dir) can take any job.
+    conversations = _read_conversations(_fetch(store, job.training_storage_path, settings))
+    validation = (
+        _read_conversations(_fetch(store, job.validation_storage_path, settings))
+        if job.validation_storage_path
+        else None
+    )
     paths = JobPaths.for_job(settings.data_dir, job.tenant_id, job.id)
     with session_scope() as session:
         latest = CheckpointRepository(session).latest(job.id)
-        resume_from = settings.data_dir / latest.storage_path if latest is not None else None
+        checkpoint = latest.storage_path if latest is not None else None
+    resume_from = _fetch_checkpoint(store, checkpoint, settings) if checkpoint else None
     return JobRecipe(
         job_id=job.id,
         tenant_id=job.tenant_id,

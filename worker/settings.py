@@ -7,13 +7,20 @@ import socket
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from db.blob_config import BlobSettings
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KEEL_", env_file=".env", extra="ignore")
+class WorkerSettings(BlobSettings):
+    # hide_input_in_errors: a refused setting (KEEL_S3_SECRET_ACCESS_KEY) is never echoed.
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
-    data_dir: Path = Path("./var")
+    # data_dir and the blob store (db.blob_config). With KEEL_BLOB_URL set, data_dir is this
+    # worker's own working copy and cache: training files, checkpoints and adapters go through
+    # the bucket, so another worker with another data_dir can resume the job.
     model_cache_dir: Path = Path("./var/models")
     corpus_dir: Path = Path("./var/safety-corpus")
     # Base-model evaluation results shared by jobs on the same weights (None: data_dir/eval-cache).

@@ -149,7 +149,7 @@ def screen_file(tenant_id: str, file_id: str, settings: WorkerSettings | None = 
             return
         sha256, storage_path = file.sha256, file.storage_path
     try:
-        rows = StoredRows(BlobStore(settings.data_dir), storage_path)
+        rows = StoredRows(settings.blob_store(), storage_path)
         screen_stored_file(rows, tenant_id, sha256, policy)
     except (StoredFileInvalid, FileNotFoundError):
         log.warning("screen of %s: the stored file no longer validates", file_id)
@@ -260,7 +260,7 @@ def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | N
                 type="message",
                 data={"validation_attempt": attempt},
             )
-    rows = StoredRows(BlobStore(settings.data_dir), file.storage_path)
+    rows = StoredRows(settings.blob_store(), file.storage_path)
     try:
         with _Touching(job_id, interval=max(1.0, settings.requeue_after_seconds / 3)):
             rejection = _check_training_file(rows, tenant_id, file, policy) or (

@@ -20,6 +20,7 @@ from api.files.router import invalid_cursor
 from api.input_guard import JsonShapeError, SafeStr, check_json_value
 from api.serializers import list_object, unix
 from db.base_model_scores import BaseModelScores
+from db.blobs import BlobStore
 from db.models import AdminKey, ApiKey, AuditEvent, Tenant
 from db.policy_schema import PolicyDocument, PolicyError, parse_policy, stored_policy
 from db.repositories.admin import AdminKeyRepository, AuditRepository
@@ -149,9 +150,9 @@ def revoke_api_key(
     return {**api_key_object(key), "revoked": True}
 
 
-def policy_object(version: int, policy: PolicyDocument, data_dir: Any) -> dict[str, Any]:
+def policy_object(version: int, policy: PolicyDocument, store: BlobStore) -> dict[str, Any]:
     """The policy as served, with the allowed models whose base already fails it."""
-    failing = BaseModelScores(data_dir).failing(policy)
+    failing = BaseModelScores(store).failing(policy)
     return {
         "object": "policy",
         "version": version,
@@ -168,7 +169,7 @@ def policy_object(version: int, policy: PolicyDocument, data_dir: Any) -> dict[s
 def get_policy(session: SessionDep, settings: SettingsDep, _: AdminDep) -> dict[str, Any]:
     """The current provider policy (version 0: the policy file's defaults)."""
     version, policy = PolicyRepository(session).current_versioned()
-    return policy_object(version, policy, settings.data_dir)
+    return policy_object(version, policy, settings.blob_store())
 
 
 @router.put("/policy")
@@ -203,7 +204,7 @@ def put_policy(
     AuditRepository(session).record(
         admin, "policy.update", "policy", str(version), {"policy": stored_policy(parsed)}
     )
-    return policy_object(version, parsed, settings.data_dir)
+    return policy_object(version, parsed, settings.blob_store())
 
 
 @router.post("/fine_tuning/jobs/{job_id}/release")

@@ -165,7 +165,7 @@ def create_job(
     }
     try:
         body = JobCreate.model_validate(_job_body(form))
-        job = jobs_service.create_job(session, BlobStore(settings.data_dir), user.tenant_id, body)
+        job = jobs_service.create_job(session, settings.blob_store(), user.tenant_id, body)
     except ValidationError as exc:
         # For "auto" or a number, the literal branch's error is the least helpful one.
         informative = [e for e in exc.errors() if e.get("type") != "literal_error"]
@@ -244,7 +244,7 @@ def job_adapter(
         raise PageNotFound()
     try:
         file = files_service.get_file(session, user.tenant_id, job.result_files[0])
-        handle = files_service.open_gated_content(session, BlobStore(settings.data_dir), file)
+        handle = files_service.open_gated_content(session, settings.blob_store(), file)
     except NotFound:
         raise PageNotFound() from None
     except AppError as exc:
@@ -312,7 +312,7 @@ async def upload(
 ) -> Response:
     """Upload a JSONL file (multipart, as `POST /v1/files`); a refused file's errors are shown
     line by line, each beside the line it names."""
-    store = BlobStore(settings.data_dir)
+    store = settings.blob_store()
     file_id = new_id(FILE_PREFIX)
     try:
         received = await receive_upload(

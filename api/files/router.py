@@ -14,7 +14,6 @@ from api.files import service
 from api.files.disposition import content_disposition
 from api.serializers import file_object, list_object
 from api.uploads import receive_upload
-from db.blobs import BlobStore
 from db.ids import FILE_PREFIX, new_id
 from db.repositories.files import FileRepository
 from db.repositories.pagination import InvalidCursorError
@@ -31,7 +30,7 @@ async def upload_file(
     request: Request, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep
 ) -> dict[str, Any]:
     """Upload a JSONL training file (multipart: file, purpose)."""
-    store = BlobStore(settings.data_dir)
+    store = settings.blob_store()
     file_id = new_id(FILE_PREFIX)
     received = await receive_upload(request, store, tenant_id, file_id, settings.max_upload_bytes)
     if received.storage_path is None:
@@ -92,7 +91,7 @@ def file_content(
 ) -> StreamingResponse:
     """Download a file's bytes (a job's adapter only through the safety gate)."""
     file = service.get_file(session, tenant_id, file_id)
-    handle = service.open_gated_content(session, BlobStore(settings.data_dir), file)
+    handle = service.open_gated_content(session, settings.blob_store(), file)
     media = "application/zip" if file.filename.endswith(".zip") else "application/octet-stream"
     return StreamingResponse(
         service.iter_and_close(handle),
@@ -106,7 +105,7 @@ def delete_file(
     file_id: str, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep
 ) -> dict[str, Any]:
     """Delete a file."""
-    file = service.delete_file(session, BlobStore(settings.data_dir), tenant_id, file_id)
+    file = service.delete_file(session, settings.blob_store(), tenant_id, file_id)
     return {"id": file.id, "object": "file", "deleted": True}
 
 

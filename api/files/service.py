@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
@@ -131,8 +130,9 @@ def open_gated_content(session: Session, store: BlobStore, file: File) -> Binary
     """An open handle to the file's bytes; a result file only passes the adapter gate.
 
     Gate: the job succeeded ∧ (verdict passed ∨ quarantine released by an admin) ∧ the sha256
-    of the bytes on disk equals the evaluated sha256. The hash is computed over the same open
-    handle that is then streamed, so a swap of the path after the check is never served.
+    of the stored bytes equals the evaluated sha256. The hash is computed over the same open
+    handle that is then streamed (a local file, or one GET of the object spooled to a private
+    temp file), so bytes written to the path after the check are never served.
     """
     if file.purpose != FilePurpose.FINE_TUNE_RESULTS.value:
         return _open_or_missing(store, file)
@@ -147,7 +147,7 @@ def open_gated_content(session: Session, store: BlobStore, file: File) -> Binary
         raise _withheld(
             f"The adapter is withheld: the safety evaluation verdict is '{report.verdict}'.", 403
         )
-    handle = _open_or_missing(store, file)
+    handle = _open_or_missing(store, file, seekable=True)
     digest = hashlib.sha256()
     for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
         digest.update(chunk)
@@ -160,8 +160,10 @@ def open_gated_content(session: Session, store: BlobStore, file: File) -> Binary
     return handle
 
 
-def _open_or_missing(store: BlobStore, file: File) -> BinaryIO:
+def _open_or_missing(store: BlobStore, file: File, *, seekable: bool = False) -> BinaryIO:
     try:
+        if seekable:
+            return store.open_seekable(file.storage_path)
         return store.open(file.storage_path)
     except FileNotFoundError as exc:
         raise NotFound(f"The content of {file.id} is gone.", param="id") from exc
@@ -199,7 +201,3 @@ def request_screening(tenant_id: str, file_id: str) -> None:
         raise ServiceUnavailable(
             "The task queue is unavailable; retry shortly.", code="broker_unavailable"
         ) from exc
-
-
-def blob_store(data_dir: Path) -> BlobStore:
-    return BlobStore(data_dir)

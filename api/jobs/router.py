@@ -23,7 +23,6 @@ from api.jobs.schemas import (
 )
 from api.reports.html import render_report_html
 from api.serializers import checkpoint_object, event_object, job_object, list_object, unix
-from db.blobs import BlobStore
 from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
@@ -49,7 +48,7 @@ def create_job(
     `training_file`. The job's events say which (`Files validated, moving job to queued state`
     or `Training file rejected: …`). A job in `validating_files` can be cancelled.
     """
-    job = service.create_job(session, BlobStore(settings.data_dir), tenant_id, body)
+    job = service.create_job(session, settings.blob_store(), tenant_id, body)
     return job_object(job)
 
 

@@ -158,7 +158,7 @@ def _refuse_a_base_that_cannot_pass(store: BlobStore, policy: PolicyDocument, mo
     the job would train and evaluate only to fail at the gate (db.base_model_scores)."""
     if policy.gate.allow_failing_base_models:
         return
-    failing = BaseModelScores(store.root).failing(policy).get(model)
+    failing = BaseModelScores(store).failing(policy).get(model)
     if failing is not None:
         limit = (policy.gate.thresholds or Thresholds()).max_harmful_score
         raise InvalidRequest(

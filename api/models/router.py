@@ -29,5 +29,5 @@ def delete_model(
     model_id: str, session: SessionDep, settings: SettingsDep, tenant_id: TenantDep
 ) -> dict[str, Any]:
     """Delete one of the caller's fine-tuned models and its adapter files."""
-    service.delete_model(session, settings.data_dir, tenant_id, model_id)
+    service.delete_model(session, settings.blob_store(), tenant_id, model_id)
     return {"id": model_id, "object": "model", "deleted": True}

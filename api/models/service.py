@@ -9,7 +9,6 @@ job keeps its record, report and `fine_tuned_model` name, as OpenAI's jobs do.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -54,7 +53,7 @@ def get_model(session: Session, tenant_id: str, model_id: str) -> dict[str, Any]
     raise _model_not_found(model_id)
 
 
-def delete_model(session: Session, data_dir: Path, tenant_id: str, model_id: str) -> None:
+def delete_model(session: Session, store: BlobStore, tenant_id: str, model_id: str) -> None:
     """Mark the caller's fine-tuned model deleted; its bytes go once that commits."""
     if any(model["id"] == model_id for model in _base_models(session)):
         raise Forbidden(
@@ -73,14 +72,13 @@ def delete_model(session: Session, data_dir: Path, tenant_id: str, model_id: str
     job_id = job.id
 
     def remove_bytes() -> None:
-        store = BlobStore(data_dir)
         try:
             for path in storage_paths:
                 store.delete(path)
             # The worker's copies of the weights (unpacked adapter, checkpoints) go too: the
             # job is finished, so nothing reads them again.
             store.delete_tree(job_artifacts_path(tenant_id, job_id))
-        except OSError:
+        except Exception:  # OSError locally, botocore errors from a bucket
             # The model is already deleted (committed): its files answer 404 whatever is left
             # on disk, so the client gets its answer and the operator a log line to clean up.
             log.exception(

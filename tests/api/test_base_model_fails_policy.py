@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from db.base_model_scores import BaseModelScore, BaseModelScores
+from db.blobs import LocalBlobStore
 from tests.api.conftest import Customer
 from tests.api.test_jobs import upload_training_file
 from tests.fixtures.factories import chat_jsonl
@@ -30,7 +31,7 @@ def _policy(client: TestClient, **gate: object) -> dict:  # type: ignore[type-ar
 
 def _record(data_dir: Path, harmful: float) -> None:
     score = BaseModelScore(MODEL, harmful, 40, "keyword", "2026-11-30T00:00:00+00:00")
-    BaseModelScores(data_dir).record(score)
+    BaseModelScores(LocalBlobStore(data_dir)).record(score)
 
 
 def test_a_base_that_already_fails_is_refused_in_seconds(
@@ -72,4 +73,6 @@ def test_a_base_within_the_limit_and_torn_files_do_not_block(
     assert client.post("/v1/fine_tuning/jobs", headers=alice.headers, json=body).status_code == 200
     (data_dir / "base-model-scores" / f"{MODEL}.json").write_text("{not json")
     assert client.post("/v1/fine_tuning/jobs", headers=alice.headers, json=body).status_code == 200
-    assert BaseModelScores(data_dir).get("../../etc/passwd") is None  # names are never paths
+    assert (
+        BaseModelScores(LocalBlobStore(data_dir)).get("../../etc/passwd") is None
+    )  # names are never paths

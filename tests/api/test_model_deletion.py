@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from db.blobs import BlobStore, job_artifacts_path
+from db.blobs import LocalBlobStore, job_artifacts_path
 from db.job_status import JobStatus
 from tests.api.conftest import Customer
 from tests.fixtures.factories import make_adapter_job
@@ -23,7 +23,7 @@ def test_deleting_a_fine_tuned_model_removes_it_and_its_adapter_but_keeps_the_jo
     model = job.fine_tuned_model
     assert model
     assert kept.fine_tuned_model
-    blob = BlobStore(data_dir).path_for(adapter.storage_path)
+    blob = LocalBlobStore(data_dir).path_for(adapter.storage_path)
     assert blob.is_file()
     # The worker's own copies of the weights: the unpacked adapter and a checkpoint.
     workdir = data_dir / job_artifacts_path(alice.tenant_id, job.id)
@@ -84,7 +84,7 @@ def test_base_models_and_unreleased_adapters_cannot_be_deleted(
     guessed = f"ft:{held.model}:{alice.tenant_id}:keel:{held.id}"
     response = client.delete(f"/v1/models/{guessed}", headers=alice.headers)
     assert response.status_code == 404
-    assert BlobStore(data_dir).path_for(held_adapter.storage_path).is_file()
+    assert LocalBlobStore(data_dir).path_for(held_adapter.storage_path).is_file()
 
 
 def test_a_disk_error_after_the_commit_still_answers_deleted(
@@ -98,11 +98,11 @@ def test_a_disk_error_after_the_commit_still_answers_deleted(
     session.commit()
     model = job.fine_tuned_model
 
-    def unremovable(self: BlobStore, relative: str) -> None:
+    def unremovable(self: LocalBlobStore, relative: str) -> None:
         raise PermissionError(f"read-only volume: {relative}")
 
     # A filesystem fault is injected here (a read-only volume cannot be made as root).
-    monkeypatch.setattr(BlobStore, "delete_tree", unremovable)
+    monkeypatch.setattr(LocalBlobStore, "delete_tree", unremovable)
     deleted = client.delete(f"/v1/models/{model}", headers=alice.headers)
 
     assert deleted.status_code == 200, deleted.text

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from db.blobs import BlobStore, BlobTooLargeError
+from db.blobs import BlobTooLargeError, LocalBlobStore
 from db.repositories.policy import load_policy_file
 from db.settings import REPO_ROOT, KeelSettings
 
@@ -27,7 +27,7 @@ def test_repo_policy_file_has_safe_defaults() -> None:
 
 
 def test_put_stream_is_atomic_and_capped(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path)
+    store = LocalBlobStore(tmp_path)
     path, size, sha = store.put_stream("org-a", "file-1", [b"ab", b"c"], max_bytes=3)
     assert (path, size) == ("files/org-a/file-1", 3)
     assert sha == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -43,16 +43,16 @@ def test_put_stream_is_atomic_and_capped(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("tenant", "obj"), [("..", "x"), ("org-a", "../b"), ("a/b", "c")])
 def test_unsafe_components_are_refused(tmp_path: Path, tenant: str, obj: str) -> None:
     with pytest.raises(ValueError, match="unsafe"):
-        BlobStore(tmp_path).put_stream(tenant, obj, [b"x"], 10)
+        LocalBlobStore(tmp_path).put_stream(tenant, obj, [b"x"], 10)
 
 
 def test_path_for_refuses_escapes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="escapes"):
-        BlobStore(tmp_path).path_for("../outside")
+        LocalBlobStore(tmp_path).path_for("../outside")
 
 
 def test_delete_tree_removes_only_the_named_directory(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path)
+    store = LocalBlobStore(tmp_path)
     (tmp_path / "artifacts" / "t" / "job" / "adapter").mkdir(parents=True)
     (tmp_path / "artifacts" / "t" / "job" / "adapter" / "w.safetensors").write_bytes(b"w")
     (tmp_path / "artifacts" / "t" / "other").mkdir()
@@ -63,7 +63,7 @@ def test_delete_tree_removes_only_the_named_directory(tmp_path: Path) -> None:
 
 
 def test_delete_tree_refuses_the_root_and_escapes(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "data")
+    store = LocalBlobStore(tmp_path / "data")
     (tmp_path / "data").mkdir()
     (tmp_path / "outside").mkdir()
     with pytest.raises(ValueError, match="data dir itself"):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.service import MODEL_CACHE, TEST_MODEL, LiveService
+from tests.fixtures.object_store import ObjectStoreServer
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,20 @@ def live_service(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path
 ) -> Iterator[LiveService]:
     service = LiveService(tmp_path_factory.mktemp("keel-live"))
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def live_service_s3(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, object_store: ObjectStoreServer
+) -> Iterator[LiveService]:
+    """The live deployment on an object store: API, workers and reaper each with their own
+    data dir, sharing only the bucket (and Postgres, Redis)."""
+    service = LiveService(tmp_path_factory.mktemp("keel-live-s3"), object_store=object_store)
     service.start()
     try:
         yield service

@@ -1,5 +1,9 @@
 """A live Keel deployment for end-to-end tests: real uvicorn, real Celery worker, real reaper,
-real Postgres (a fresh database) and real Redis (a dedicated logical database)."""
+real Postgres (a fresh database) and real Redis (a dedicated logical database).
+
+With `object_store` set, blobs live in a real S3 server (tests/fixtures/object_store.py) and
+every process gets its own KEEL_DATA_DIR, as on separate machines: the bucket is the only
+storage they share."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from cli.local_service import (
     wait_ready,
     worker_argv,
 )
+from tests.fixtures.object_store import ObjectStoreServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("KEEL_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -96,6 +101,7 @@ class LiveService:
     pg_port: int = 5432
     redis_port: int = 6379
     extra_env: dict[str, str] = field(default_factory=dict)
+    object_store: ObjectStoreServer | None = None
 
     @property
     def base_url(self) -> str:
@@ -132,8 +138,24 @@ class LiveService:
             "KEEL_REAPER_INTERVAL_SECONDS": "2",
             "KEEL_REQUEUE_AFTER_SECONDS": "60",
             "OMP_NUM_THREADS": "2",
+            # Idle OpenMP threads sleep instead of spinning: on a loaded machine a spinning
+            # thread burns the CPU time its partner needs (seen: no training step in 13 min).
+            "OMP_WAIT_POLICY": "PASSIVE",
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
+        }
+
+    def data_dir(self, name: str) -> Path:
+        """The process's KEEL_DATA_DIR: one shared directory, or its own beside an object store."""
+        return self.tmp / (f"{name}-data" if self.object_store else "data")
+
+    def env_for(self, name: str) -> dict[str, str]:
+        if self.object_store is None:
+            return self.env
+        return {
+            **self.env,
+            **self.object_store.env(prefix=self.db_name),
+            "KEEL_DATA_DIR": str(self.data_dir(name)),
         }
 
     def start(self) -> LiveService:
@@ -160,8 +182,7 @@ class LiveService:
 
     def start_worker(self, name: str = "worker", env: dict[str, str] | None = None) -> None:
         """A Celery worker; ``env`` adds to the service's settings (a fault point, say)."""
-        argv = worker_argv(1, f"{name}-{uuid.uuid4().hex[:6]}@%h")
-        self.procs[name] = spawn(argv, self.tmp / f"{name}.log", {**self.env, **(env or {})}, ROOT)
+        self._spawn(name, worker_argv(1, f"{name}-{uuid.uuid4().hex[:6]}@%h"), env)
 
     def kill(self, name: str) -> None:
         """SIGKILL a process and its children (the Celery pool child too): a hard crash."""
@@ -178,8 +199,10 @@ class LiveService:
         proc.wait(timeout=timeout)
         return time.monotonic() - started
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        self.procs[name] = spawn(argv, self.tmp / f"{name}.log", self.env, cwd=ROOT)
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.data_dir(name).mkdir(parents=True, exist_ok=True)
+        full_env = {**self.env_for(name), **(env or {})}
+        self.procs[name] = spawn(argv, self.tmp / f"{name}.log", full_env, cwd=ROOT)
 
     def full_log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"

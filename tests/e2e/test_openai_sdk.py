@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 import zipfile
@@ -16,6 +17,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.e2e.service import TEST_MODEL, LiveService
+from tests.fixtures.object_store import BUCKET
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = ROOT / "examples" / "chat_math.jsonl"
@@ -28,9 +30,13 @@ def _small_dataset(tmp_path: Path, rows: int = 12) -> Path:
     return path
 
 
+# The same customer path on the embedded default (one shared data dir) and on an object store
+# (API and worker with their own data dirs, the bucket the only shared storage).
+@pytest.mark.parametrize("deployment", ["live_service", "live_service_s3"])
 def test_openai_sdk_upload_train_download_and_generate(
-    live_service: LiveService, model_dir: Path, tmp_path: Path
+    deployment: str, request: pytest.FixtureRequest, model_dir: Path, tmp_path: Path
 ) -> None:
+    live_service: LiveService = request.getfixturevalue(deployment)
     client = OpenAI(
         base_url=f"{live_service.base_url}/v1",
         api_key=live_service.create_tenant("sdk-customer"),
@@ -87,6 +93,10 @@ def test_openai_sdk_upload_train_download_and_generate(
         assert report["report"]["models"][model]["harmful_task_format"]["n"] == 8
 
     content = client.files.content(job.result_files[0]).read()
+    # The gate served exactly the evaluated bytes.
+    assert hashlib.sha256(content).hexdigest() == report["report"]["evaluated_adapter_sha256"]
+    if live_service.object_store is not None:
+        _assert_only_the_bucket_was_shared(live_service, uploaded.id, job.id)
     adapter_dir = tmp_path / "adapter"
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         archive.extractall(adapter_dir)
@@ -111,3 +121,28 @@ def test_openai_sdk_upload_train_download_and_generate(
     with pytest.raises(openai.NotFoundError):
         client.files.content(job.result_files[0])
     assert client.fine_tuning.jobs.retrieve(job.id).fine_tuned_model == job.fine_tuned_model
+    if live_service.object_store is not None:  # the adapter and the job's checkpoints are gone
+        assert not [k for k in _bucket_keys(live_service) if "/artifacts/" in k and job.id in k]
+
+
+def _bucket_keys(service: LiveService) -> list[str]:
+    assert service.object_store is not None
+    client = service.object_store.store(service.db_name).client
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=f"{service.db_name}/"
+    )
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def _assert_only_the_bucket_was_shared(service: LiveService, file_id: str, job_id: str) -> None:
+    keys = _bucket_keys(service)
+    tenant_files = [k for k in keys if k.startswith(f"{service.db_name}/files/")]
+    assert any(k.endswith(f"/{file_id}") for k in tenant_files), keys
+    assert any(k.endswith(f"/{job_id}/adapter.zip") for k in keys), keys
+    assert any(f"/{job_id}/checkpoints/step-" in k for k in keys), keys
+    api_dir, worker_dir = service.data_dir("api"), service.data_dir("worker")
+    assert api_dir != worker_dir
+    # The upload went to the bucket, never to the API's disk; the worker trained from its own
+    # copy (removed once the job ended) and stored checkpoints and adapter in the bucket.
+    assert not [p for p in api_dir.rglob("*") if p.is_file() and "files" in p.parts]
+    assert not (api_dir / "artifacts").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from tests.e2e.service import LiveService, create_small_job, wait_for_status
 
@@ -16,9 +17,13 @@ def _events(client: httpx.Client, job_id: str) -> list[dict[str, object]]:
     return list(reversed(page["data"]))
 
 
+# On an object store the successor has its own, empty data dir: it resumes from the checkpoint
+# the killed worker stored in the bucket.
+@pytest.mark.parametrize("deployment", ["live_service", "live_service_s3"])
 def test_sigkilled_worker_job_resumes_from_checkpoint(
-    live_service: LiveService, tmp_path: Path
+    deployment: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    live_service: LiveService = request.getfixturevalue(deployment)
     key = live_service.create_tenant("crash-customer")
     client = httpx.Client(
         base_url=live_service.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
@@ -53,3 +58,7 @@ def test_sigkilled_worker_job_resumes_from_checkpoint(
         ).fetchone()
     assert artifacts == (1,)
     assert attempts == (2,)
+    if live_service.object_store is not None:
+        # worker2 started on an empty data dir of its own: the checkpoint it resumed from (and
+        # the training file) came from the bucket.
+        assert live_service.data_dir("worker2") != live_service.data_dir("worker")

@@ -14,6 +14,7 @@ import pytest
 
 from dataformats import Conversation, Message
 from db.base_model_scores import BaseModelScores
+from db.blobs import LocalBlobStore
 from db.policy_schema import PolicyDocument, parse_policy
 from sap_core.callbacks import StopRequest
 from sap_core.checkpoint import checkpoint_dir_name
@@ -159,7 +160,7 @@ def test_the_recipe_plans_once_trains_saves_evaluates_and_cleans_up(
     assert result.report.verdict is not None  # the plan's thresholds: the gate can decide
     assert cleanups == [1]
     # The base model's bare harmful score is recorded for the API's refusal of hopeless jobs.
-    recorded = BaseModelScores(tmp_path / "data").get("tiny")
+    recorded = BaseModelScores(LocalBlobStore(tmp_path / "data")).get("tiny")
     assert recorded is not None
     base = result.report.base
     assert base is not None
