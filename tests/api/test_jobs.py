@@ -370,7 +370,12 @@ def test_events_checkpoints_and_stream(
     event = events["data"][0]
     assert event["object"] == "fine_tuning.job.event"
     assert event["id"].startswith("ftevent-")
-    assert (event["level"], event["type"], event["data"]) == ("info", "metrics", {"step": 2})
+    # Every event says which attempt it belongs to (0: written before any worker claimed it).
+    assert (event["level"], event["type"], event["data"]) == (
+        "info",
+        "metrics",
+        {"step": 2, "attempt": 0},
+    )
     older = client.get(
         f"{base}/events", headers=alice.headers, params={"after": events["data"][-1]["id"]}
     ).json()
