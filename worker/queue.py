@@ -4,6 +4,7 @@ webhooks in the caller's transaction. No task code."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 
@@ -12,7 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.orm import Session
 
 from db.after_commit import after_commit
+from db.repositories.jobs import JobRepository
 from db.repositories.webhooks import WebhookOutboxRepository
+from db.session import session_scope
 from db.settings import get_settings
 
 RUN_FINE_TUNING_JOB = "keel.run_fine_tuning_job"
@@ -88,3 +91,17 @@ def enqueue_validation(job_id: str) -> None:
 def enqueue_screening(tenant_id: str, file_id: str) -> None:
     """Ask for a file's screening to be computed and cached (worker.validation.screen_file)."""
     _producer_app().send_task(SCREEN_FILE, args=[tenant_id, file_id], queue=VALIDATION_QUEUE)
+
+
+def send_and_mark(job_id: str, send: Callable[[str], None], what: str) -> bool:
+    """Send ``job_id`` with ``send`` (a queue's enqueue), then record the send (``enqueued_at``)
+    in its own short transaction. A failed send (broker down) is logged and left to the reaper,
+    which keys on the unset ``enqueued_at``; returns whether the send happened."""
+    try:
+        send(job_id)
+    except Exception:  # noqa: BLE001 - the reaper re-sends what was not sent
+        log.warning("%s of %s failed; the reaper will re-send it", what, job_id, exc_info=True)
+        return False
+    with session_scope() as session:
+        JobRepository(session).mark_enqueued(job_id)
+    return True

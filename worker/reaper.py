@@ -79,15 +79,9 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
         cutoff = now - timedelta(seconds=settings.requeue_after_seconds)
         # A job just requeued above is also queued and unenqueued: enqueue it once, not twice.
         requeue.extend(j for j in jobs.find_unenqueued(cutoff) if j not in requeue)
-    for job_id in requeue:
-        try:
-            job_queue.enqueue_fine_tuning_job(job_id)
-        except Exception:  # broker down: the next pass retries
-            log.exception("re-enqueue of %s failed", job_id)
-            continue
-        with session_scope() as session:
-            JobRepository(session).mark_enqueued(job_id)
-        log.info("re-enqueued %s", job_id)
+    for job_id in requeue:  # broker down: the next pass retries
+        if job_queue.send_and_mark(job_id, job_queue.enqueue_fine_tuning_job, "re-enqueue"):
+            log.info("re-enqueued %s", job_id)
     revalidate_once(settings, now)
     return requeue
 
@@ -138,15 +132,9 @@ def revalidate_once(settings: WorkerSettings, now: datetime) -> list[str]:
                     record_job_webhooks(session, job.tenant_id, job.id, JobWebhookEvent.FAILED)
                 continue
             resend.append(job.id)
-    for job_id in resend:
-        try:
-            job_queue.enqueue_validation(job_id)
-        except Exception:  # broker down: the next pass retries
-            log.exception("re-send of the validation of %s failed", job_id)
-            continue
-        with session_scope() as session:
-            JobRepository(session).mark_enqueued(job_id)
-        log.info("re-sent the validation of %s", job_id)
+    for job_id in resend:  # broker down: the next pass retries
+        if job_queue.send_and_mark(job_id, job_queue.enqueue_validation, "validation re-send"):
+            log.info("re-sent the validation of %s", job_id)
     return resend
 
 

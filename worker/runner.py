@@ -33,7 +33,7 @@ from worker.job_spec import plan_job
 from worker.pipeline import JobRecipe, PipelineResult, resolve_device
 from worker.progress import DbProgressCallback, LeaseLostError
 from worker.publish import publish_outcome
-from worker.queue import enqueue_fine_tuning_job, record_job_webhooks
+from worker.queue import enqueue_fine_tuning_job, record_job_webhooks, send_and_mark
 from worker.settings import WorkerSettings
 from worker.shutdown import GracefulShutdown, ShutdownRequested
 
@@ -237,14 +237,9 @@ def _release(job: ClaimedJob, settings: WorkerSettings) -> None:
     if not released:
         log.warning("job %s: lease already lost at shutdown; nothing to release", job.id)
         return
-    try:
-        enqueue_fine_tuning_job(job.id)
-    except Exception:  # broker down: the reaper enqueues it (enqueued_at is unset)
-        log.exception("job %s: re-enqueue at shutdown failed; the reaper will", job.id)
-        return
-    with session_scope() as session:
-        JobRepository(session).mark_enqueued(job.id)
-    log.info("job %s released at shutdown and re-enqueued", job.id)
+    # Broker down: the reaper enqueues it (enqueued_at is unset).
+    if send_and_mark(job.id, enqueue_fine_tuning_job, "re-enqueue at shutdown"):
+        log.info("job %s released at shutdown and re-enqueued", job.id)
 
 
 def _train_and_evaluate(

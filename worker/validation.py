@@ -305,10 +305,4 @@ def validate_job(job_id: str, settings: WorkerSettings | None = None) -> str | N
 
 def _enqueue_training(job_id: str) -> None:
     """After the queued transition commits; a lost enqueue is the reaper's (enqueued_at null)."""
-    try:
-        job_queue.enqueue_fine_tuning_job(job_id)
-    except Exception:
-        log.warning("enqueue of %s failed; the reaper will re-enqueue it", job_id, exc_info=True)
-        return
-    with session_scope() as session:
-        JobRepository(session).mark_enqueued(job_id)
+    job_queue.send_and_mark(job_id, job_queue.enqueue_fine_tuning_job, "enqueue")

@@ -31,7 +31,6 @@ from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
 from db.repositories.safety_reports import SafetyReportRepository
 from db.safety_spec import SafetyRequest, resolve_safety, sap_knobs_json
-from db.session import session_scope
 from db.training_spec import resolve_training
 from db.webhook_events import JobWebhookEvent
 from worker import queue as job_queue
@@ -179,15 +178,7 @@ def validate_after_commit(session: Session, job_id: str) -> None:
 def _send_validation(job_id: str) -> None:
     """After commit. A lost send leaves the job in validating_files for the reaper to re-send
     (worker.reaper.revalidate_once, after requeue_after_seconds)."""
-    try:
-        job_queue.enqueue_validation(job_id)
-    except Exception:
-        log.warning(
-            "validation send of %s failed; the reaper will re-send it", job_id, exc_info=True
-        )
-        return
-    with session_scope() as session:
-        JobRepository(session).mark_enqueued(job_id)
+    job_queue.send_and_mark(job_id, job_queue.enqueue_validation, "validation send")
 
 
 def enqueue_after_commit(session: Session, job_id: str) -> None:
@@ -197,14 +188,8 @@ def enqueue_after_commit(session: Session, job_id: str) -> None:
 
 def _enqueue(job_id: str) -> None:
     """After commit: send the job id. A lost enqueue leaves it queued for the reaper."""
-    try:
-        job_queue.enqueue_fine_tuning_job(job_id)
-    except Exception:
-        log.warning("enqueue of %s failed; the reaper will re-enqueue it", job_id, exc_info=True)
-        return
     # Its own short transaction: the request's has committed (the reaper keys on enqueued_at).
-    with session_scope() as session:
-        JobRepository(session).mark_enqueued(job_id)
+    job_queue.send_and_mark(job_id, job_queue.enqueue_fine_tuning_job, "enqueue")
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> FineTuningJob:
