@@ -42,7 +42,7 @@ test: install services browser models ## lint + the whole CPU test suite against
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
 	.venv/bin/mypy
-	.venv/bin/pytest -m "not gpu and not faults" -p no:cacheprovider
+	.venv/bin/pytest -m "not gpu" -p no:cacheprovider
 
 test-faults: install models ## the fault-injection suite alone (own Postgres + Redis; docs/reliability.md)
 	.venv/bin/pytest -m faults -p no:cacheprovider tests/faults

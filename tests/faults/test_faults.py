@@ -20,8 +20,7 @@ import pytest
 from tests.e2e.service import create_small_job
 from tests.faults.conftest import LEASE_SECONDS, FaultService, record
 
-# Run by `make test-faults`; kept out of `make test` until one quiet full run confirms the
-# suite's wall time (budget 8 min) and stability (docs/reliability.md).
+# Part of `make test`; `make test-faults` runs it alone (docs/reliability.md).
 pytestmark = pytest.mark.faults
 
 ROWS = 6
