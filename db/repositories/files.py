@@ -11,11 +11,10 @@ from db.base import utcnow
 from db.ids import FILE_PREFIX, new_id
 from db.models import File, FilePurpose, FileStatus
 from db.repositories.pagination import (
-    InvalidCursorError,
     Page,
     fetch_page,
-    keyset_after,
     order_keys,
+    page_after,
 )
 
 
@@ -81,14 +80,7 @@ class FileRepository:
         if purpose is not None:
             stmt = stmt.where(File.purpose == purpose)
         if after is not None:
-            cursor = self.get(tenant_id, after)
-            if cursor is None:
-                raise InvalidCursorError(after)
-            stmt = stmt.where(
-                keyset_after(
-                    File.created_at, File.id, cursor.created_at, cursor.id, descending=descending
-                )
-            )
+            stmt = page_after(stmt, self.get(tenant_id, after), after, descending=descending)
         return fetch_page(self.session, stmt, limit)
 
     def soft_delete_job_results(self, tenant_id: str, job_id: str) -> builtins.list[File]:

@@ -18,11 +18,10 @@ from db.base import UTCDateTime, utcnow
 from db.job_status import LEASED_STATUSES, JobStatus
 from db.models import File, FineTuningJob, Tenant
 from db.repositories.pagination import (
-    InvalidCursorError,
     Page,
     fetch_page,
-    keyset_after,
     order_keys,
+    page_after,
 )
 
 _LEASED = [status.value for status in LEASED_STATUSES]
@@ -114,18 +113,7 @@ class JobRepository:
         for key, value in (metadata_filter or {}).items():
             stmt = stmt.where(FineTuningJob.metadata_[key].as_string() == value)
         if after is not None:
-            cursor = self.get(tenant_id, after)
-            if cursor is None:
-                raise InvalidCursorError(after)
-            stmt = stmt.where(
-                keyset_after(
-                    FineTuningJob.created_at,
-                    FineTuningJob.id,
-                    cursor.created_at,
-                    cursor.id,
-                    descending=True,
-                )
-            )
+            stmt = page_after(stmt, self.get(tenant_id, after), after, descending=True)
         return fetch_page(self.session, stmt, limit)
 
     def request_cancel(self, tenant_id: str, job_id: str) -> FineTuningJob | None:

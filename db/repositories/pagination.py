@@ -35,6 +35,20 @@ def order_keys(created_col: Any, id_col: Any, *, descending: bool) -> tuple[Any,
     return created_col.asc(), id_col.asc()
 
 
+def page_after(stmt: Select[Any], cursor: Any, after: str, *, descending: bool) -> Select[Any]:
+    """``stmt`` narrowed to the objects after ``cursor`` (the object ``after`` names, already
+    looked up in the caller's tenant scope; None means no such object there, so the cursor is
+    refused the same way whether it is absent or another tenant's)."""
+    if cursor is None:
+        raise InvalidCursorError(after)
+    model = type(cursor)
+    return stmt.where(
+        keyset_after(
+            model.created_at, model.id, cursor.created_at, cursor.id, descending=descending
+        )
+    )
+
+
 def fetch_page(session: Any, stmt: Select[Any], limit: int) -> Page[Any]:
     rows = list(session.scalars(stmt.limit(limit + 1)))
     return Page(items=rows[:limit], has_more=len(rows) > limit)

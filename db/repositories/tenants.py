@@ -13,11 +13,10 @@ from db.base import utcnow
 from db.ids import API_KEY_PREFIX, TENANT_PREFIX, new_id
 from db.models import ApiKey, Tenant
 from db.repositories.pagination import (
-    InvalidCursorError,
     Page,
     fetch_page,
-    keyset_after,
     order_keys,
+    page_after,
 )
 
 KEY_SCHEME = "sk-keel-"
@@ -61,14 +60,7 @@ class TenantRepository:
     def list(self, after: str | None, limit: int) -> Page[Tenant]:
         stmt = select(Tenant).order_by(*order_keys(Tenant.created_at, Tenant.id, descending=False))
         if after is not None:
-            cursor = self.get(after)
-            if cursor is None:
-                raise InvalidCursorError(after)
-            stmt = stmt.where(
-                keyset_after(
-                    Tenant.created_at, Tenant.id, cursor.created_at, cursor.id, descending=False
-                )
-            )
+            stmt = page_after(stmt, self.get(after), after, descending=False)
         return fetch_page(self.session, stmt, limit)
 
 

@@ -20,11 +20,10 @@ from db.ids import (
 )
 from db.models import WebhookDelivery, WebhookEndpoint
 from db.repositories.pagination import (
-    InvalidCursorError,
     Page,
     fetch_page,
-    keyset_after,
     order_keys,
+    page_after,
 )
 from db.webhook_events import event_payload
 
@@ -93,18 +92,7 @@ class WebhookEndpointRepository:
             .order_by(*order_keys(WebhookEndpoint.created_at, WebhookEndpoint.id, descending=True))
         )
         if after is not None:
-            cursor = self.get(tenant_id, after)
-            if cursor is None:
-                raise InvalidCursorError(after)
-            stmt = stmt.where(
-                keyset_after(
-                    WebhookEndpoint.created_at,
-                    WebhookEndpoint.id,
-                    cursor.created_at,
-                    cursor.id,
-                    descending=True,
-                )
-            )
+            stmt = page_after(stmt, self.get(tenant_id, after), after, descending=True)
         return fetch_page(self.session, stmt, limit)
 
     def rotate_secret(self, endpoint: WebhookEndpoint) -> str:
@@ -297,15 +285,7 @@ class WebhookOutboxRepository:
         )
         if after is not None:
             cursor = self.get(tenant_id, after)
-            if cursor is None or cursor.endpoint_id != endpoint_id:
-                raise InvalidCursorError(after)
-            stmt = stmt.where(
-                keyset_after(
-                    WebhookDelivery.created_at,
-                    WebhookDelivery.id,
-                    cursor.created_at,
-                    cursor.id,
-                    descending=True,
-                )
-            )
+            if cursor is not None and cursor.endpoint_id != endpoint_id:
+                cursor = None  # another endpoint's delivery is no cursor here
+            stmt = page_after(stmt, cursor, after, descending=True)
         return fetch_page(self.session, stmt, limit)
