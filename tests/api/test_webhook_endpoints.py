@@ -261,3 +261,50 @@ def test_https_is_required_in_production() -> None:
 def test_address_rule(address: str, allowed: list[str], refused: bool) -> None:
     why = address_refusal(ipaddress.ip_address(address), parse_ranges(allowed))
     assert (why is not None) is refused, why
+
+
+def test_endpoints_and_deliveries_page_by_cursor(
+    client: TestClient,
+    alice: Customer,
+    bob: Customer,
+    admin_headers: dict[str, str],
+    session: Session,
+    data_dir: Any,
+) -> None:
+    _allow_loopback(client, admin_headers)
+    created = [_create(client, alice)["id"] for _ in range(3)]
+    first = client.get(BASE, params={"limit": 2}, headers=alice.headers).json()
+    assert [e["id"] for e in first["data"]] == created[::-1][:2]
+    assert first["has_more"] is True
+    rest = client.get(
+        BASE, params={"limit": 2, "after": first["data"][-1]["id"]}, headers=alice.headers
+    ).json()
+    assert [e["id"] for e in rest["data"]] == [created[0]]
+    assert rest["has_more"] is False
+    # Another tenant's id is no cursor: the same 400 as an id that does not exist.
+    bobs = client.get(BASE, params={"after": created[0]}, headers=bob.headers)
+    assert bobs.status_code == 400
+    assert bobs.json()["error"]["param"] == "after"
+
+    # Deliveries page the same way, and a delivery of another endpoint is no cursor.
+    for _ in range(2):
+        job = make_job(session, alice.tenant_id, make_file(session, alice.tenant_id, data_dir).id)
+        session.commit()
+        client.post(f"/v1/fine_tuning/jobs/{job.id}/cancel", headers=alice.headers)
+    one = client.get(
+        f"{BASE}/{created[0]}/deliveries", params={"limit": 1}, headers=alice.headers
+    ).json()
+    assert one["has_more"] is True
+    other = client.get(
+        f"{BASE}/{created[1]}/deliveries",
+        params={"after": one["data"][0]["id"]},
+        headers=alice.headers,
+    )
+    assert other.status_code == 400
+    nxt = client.get(
+        f"{BASE}/{created[0]}/deliveries",
+        params={"limit": 1, "after": one["data"][0]["id"]},
+        headers=alice.headers,
+    ).json()
+    assert nxt["has_more"] is False
+    assert nxt["data"][0]["id"] != one["data"][0]["id"]
