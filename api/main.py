@@ -14,13 +14,13 @@ from api.errors import register_error_handlers
 from api.files.router import router as files_router
 from api.health import router as health_router
 from api.input_guard import check_path_and_query
-from api.jobs.event_stream import StreamSlots
 from api.jobs.router import router as jobs_router
+from api.jobs.stream_slots import stream_slots_for
 from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.openapi import install_openapi
 from api.quotas.router import router as usage_router
-from api.rate_limit import TenantRateLimiter
+from api.rate_limit import TenantRateLimiter, storage_url
 from api.webhooks.router import router as webhooks_router
 from db.admin_key import resolve_admin_key_hash
 from db.repositories.policy import load_policy_file
@@ -51,7 +51,9 @@ def create_app() -> FastAPI:
     app.state.settings = settings
     app.state.admin_key_hash = resolve_admin_key_hash(settings, _announce_generated_admin_key)
     app.state.rate_limiter = TenantRateLimiter.from_settings(settings)
-    app.state.stream_slots = StreamSlots(settings.sse_max_streams_per_tenant)
+    app.state.stream_slots = stream_slots_for(
+        storage_url(settings), settings.sse_max_streams_per_tenant, settings.sse_poll_seconds
+    )
     register_error_handlers(app)
     install_metrics(app)
     # Added last, so outermost: the cap applies before any other middleware touches the body.

@@ -9,18 +9,19 @@ key, never ended for a paused job, polled twice a second and had no cap):
 - the stream ends with ``done`` once the job is terminal or paused (the events up to then are
   sent first), or gone; and closes without ``done`` after ``KEEL_SSE_MAX_SECONDS`` (default
   3600), so a stream on a long-queued job is not held forever (the client reconnects);
-- at most ``KEEL_SSE_MAX_STREAMS_PER_TENANT`` (default 4) open streams per tenant in each API
-  process; one more is a 429 ``too_many_streams`` with ``Retry-After``, before anything is sent.
+- at most ``KEEL_SSE_MAX_STREAMS_PER_TENANT`` (default 4) open streams per tenant, counted in
+  Redis across all API processes when the rate limiter's storage is Redis (per process in the
+  embedded default; api/jobs/stream_slots.py); one more is a 429 ``too_many_streams`` with
+  ``Retry-After``, before anything is sent. Every poll renews the stream's place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -29,7 +30,8 @@ from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from api.errors import AppError, error_body
+from api.errors import error_body
+from api.jobs.stream_slots import StreamSlot
 from api.serializers import event_object
 from db.job_status import JobStatus, is_terminal
 from db.repositories.events import EventRepository
@@ -37,63 +39,6 @@ from db.repositories.jobs import JobRepository
 from db.repositories.tenants import ApiKeyRepository
 from db.session import session_scope
 from db.settings import KeelSettings
-
-STREAM_RETRY_AFTER_SECONDS = 5
-
-
-class TooManyStreams(AppError):
-    status_code = 429
-    code = "too_many_streams"
-    type = "rate_limit_error"
-
-
-@dataclass
-class StreamSlots:
-    """Open streams per tenant in this process (thread-safe: routes run on a thread pool)."""
-
-    limit: int
-    _open: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def acquire(self, tenant_id: str) -> StreamSlot:
-        with self._lock:
-            held = self._open.get(tenant_id, 0)
-            if held >= self.limit:
-                raise TooManyStreams(
-                    f"Your organization has {held} event streams open; the limit is "
-                    f"{self.limit}. Close one, or list events without stream=true.",
-                    param="stream",
-                    headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)},
-                )
-            self._open[tenant_id] = held + 1
-        return StreamSlot(self, tenant_id)
-
-    def _release(self, tenant_id: str) -> None:
-        with self._lock:
-            left = self._open.get(tenant_id, 0) - 1
-            if left > 0:
-                self._open[tenant_id] = left
-            else:
-                self._open.pop(tenant_id, None)
-
-    def open_count(self, tenant_id: str) -> int:
-        with self._lock:
-            return self._open.get(tenant_id, 0)
-
-
-@dataclass
-class StreamSlot:
-    """One held place; `release` is idempotent (the generator's `finally` and the response's
-    background task both call it, whichever runs)."""
-
-    slots: StreamSlots
-    tenant_id: str
-    released: bool = False
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.slots._release(self.tenant_id)
 
 
 @dataclass(frozen=True)
@@ -159,6 +104,7 @@ async def event_stream(
                 )
                 yield {"event": "error", "data": json.dumps(body)}
                 return
+            slot.renew()
             after_seq = result.last_seq
             for event in result.events:
                 yield {
@@ -182,7 +128,7 @@ def open_event_stream(
     """A capped, re-checked event stream for ``job_id`` (the JSON API's and the console's).
 
     Raises:
-        TooManyStreams: The tenant already holds its open streams in this process.
+        TooManyStreams: The tenant already holds its open streams (api/jobs/stream_slots.py).
     """
     slot = request.app.state.stream_slots.acquire(tenant_id)
     stream_settings = StreamSettings(settings.sse_poll_seconds, settings.sse_max_seconds)

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from api.jobs.event_stream import StreamSlots
+from api.jobs.stream_slots import StreamSlots
 from api.main import create_app
 from db.job_status import JobStatus
 from db.models import FineTuningJob
