@@ -151,47 +151,53 @@ class JobRepository:
     def request_pause(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
         """queued → paused at once; running → pausing (the worker checkpoints, then pauses)."""
         now = utcnow()
-        self.session.execute(
-            update(FineTuningJob)
-            .where(
-                FineTuningJob.tenant_id == tenant_id,
-                FineTuningJob.id == job_id,
-                FineTuningJob.status == JobStatus.QUEUED.value,
-            )
-            .values(status=JobStatus.PAUSED.value, pause_requested_at=now)
+        self._move(
+            tenant_id,
+            job_id,
+            JobStatus.QUEUED,
+            status=JobStatus.PAUSED.value,
+            pause_requested_at=now,
         )
-        self.session.execute(
-            update(FineTuningJob)
-            .where(
-                FineTuningJob.tenant_id == tenant_id,
-                FineTuningJob.id == job_id,
-                FineTuningJob.status == JobStatus.RUNNING.value,
-            )
-            .values(status=JobStatus.PAUSING.value, pause_requested_at=now)
+        self._move(
+            tenant_id,
+            job_id,
+            JobStatus.RUNNING,
+            status=JobStatus.PAUSING.value,
+            pause_requested_at=now,
         )
         return self._refresh(tenant_id, job_id)
 
     def resume(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
         """paused → queued (to be enqueued again); pausing → running (pause withdrawn)."""
-        self.session.execute(
-            update(FineTuningJob)
-            .where(
-                FineTuningJob.tenant_id == tenant_id,
-                FineTuningJob.id == job_id,
-                FineTuningJob.status == JobStatus.PAUSED.value,
-            )
-            .values(status=JobStatus.QUEUED.value, pause_requested_at=None, enqueued_at=None)
+        self._move(
+            tenant_id,
+            job_id,
+            JobStatus.PAUSED,
+            status=JobStatus.QUEUED.value,
+            pause_requested_at=None,
+            enqueued_at=None,
         )
-        self.session.execute(
-            update(FineTuningJob)
-            .where(
-                FineTuningJob.tenant_id == tenant_id,
-                FineTuningJob.id == job_id,
-                FineTuningJob.status == JobStatus.PAUSING.value,
-            )
-            .values(status=JobStatus.RUNNING.value, pause_requested_at=None)
+        self._move(
+            tenant_id,
+            job_id,
+            JobStatus.PAUSING,
+            status=JobStatus.RUNNING.value,
+            pause_requested_at=None,
         )
         return self._refresh(tenant_id, job_id)
+
+    def _move(self, tenant_id: str, job_id: str, current: JobStatus, **values: Any) -> None:
+        """Set ``values`` on the tenant's job if it is still in ``current`` (a no-op otherwise:
+        the status in the WHERE makes each transition race-free without a row lock)."""
+        self.session.execute(
+            update(FineTuningJob)
+            .where(
+                FineTuningJob.tenant_id == tenant_id,
+                FineTuningJob.id == job_id,
+                FineTuningJob.status == current.value,
+            )
+            .values(**values)
+        )
 
     def _refresh(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
         job = self.get(tenant_id, job_id)
