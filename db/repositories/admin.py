@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.ids import ADMIN_KEY_PREFIX, AUDIT_PREFIX, new_id
 from db.models import AdminKey, AuditEvent
 from db.repositories.pagination import InvalidCursorError
-from db.repositories.tenants import LAST_USED_RESOLUTION, hash_api_key
+from db.repositories.secret_keys import hash_api_key, mark_used, mint_key
 
 ADMIN_KEY_SCHEME = "sk-keel-admin-"
 
@@ -24,18 +23,18 @@ class AdminKeyRepository:
 
     def create(self, name: str, created_by: str) -> tuple[AdminKey, str]:
         """A new key for the admin `name`; returns the row and the plaintext (never stored)."""
-        plaintext = ADMIN_KEY_SCHEME + secrets.token_urlsafe(32)
+        minted = mint_key(ADMIN_KEY_SCHEME)
         key = AdminKey(
             id=new_id(ADMIN_KEY_PREFIX),
             name=name,
-            key_hash=hash_api_key(plaintext),
-            key_prefix=plaintext[: len(ADMIN_KEY_SCHEME) + 4],
+            key_hash=minted.key_hash,
+            key_prefix=minted.key_prefix,
             created_by=created_by,
             created_at=utcnow(),
         )
         self.session.add(key)
         self.session.flush()
-        return key, plaintext
+        return key, minted.plaintext
 
     def authenticate(self, plaintext: str, now: datetime | None = None) -> str | None:
         """The admin name of a live key, else None."""
@@ -52,10 +51,7 @@ class AdminKeyRepository:
         ).first()
         if row is None:
             return None
-        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-            self.session.execute(
-                update(AdminKey).where(AdminKey.id == row.id).values(last_used_at=now)
-            )
+        mark_used(self.session, AdminKey, row.id, row.last_used_at, now)
         return str(row.id), str(row.name)
 
     def live_name(self, key_id: str) -> str | None:

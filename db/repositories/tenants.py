@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -18,14 +16,9 @@ from db.repositories.pagination import (
     order_keys,
     page_after,
 )
+from db.repositories.secret_keys import hash_api_key, mark_used, mint_key
 
 KEY_SCHEME = "sk-keel-"
-# last_used_at is written at most this often per key, not on every request.
-LAST_USED_RESOLUTION = timedelta(seconds=60)
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class TenantRepository:
@@ -70,17 +63,17 @@ class ApiKeyRepository:
 
     def create(self, tenant_id: str) -> tuple[ApiKey, str]:
         """A new key for the tenant; returns the row and the plaintext key (never stored)."""
-        plaintext = KEY_SCHEME + secrets.token_urlsafe(32)
+        minted = mint_key(KEY_SCHEME)
         key = ApiKey(
             id=new_id(API_KEY_PREFIX),
             tenant_id=tenant_id,
-            key_hash=hash_api_key(plaintext),
-            key_prefix=plaintext[: len(KEY_SCHEME) + 4],
+            key_hash=minted.key_hash,
+            key_prefix=minted.key_prefix,
             created_at=utcnow(),
         )
         self.session.add(key)
         self.session.flush()
-        return key, plaintext
+        return key, minted.plaintext
 
     def authenticate(self, plaintext: str, now: datetime | None = None) -> str | None:
         """The tenant id of a live key on an enabled tenant, else None."""
@@ -101,8 +94,7 @@ class ApiKeyRepository:
         ).first()
         if row is None:
             return None
-        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-            self.session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        mark_used(self.session, ApiKey, row.id, row.last_used_at, now)
         return str(row.id), str(row.tenant_id)
 
     def live_tenant_of_key_id(self, key_id: str) -> str | None:
