@@ -151,53 +151,40 @@ class JobRepository:
     def request_pause(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
         """queued → paused at once; running → pausing (the worker checkpoints, then pauses)."""
         now = utcnow()
-        self._move(
+        return self._transition(
             tenant_id,
             job_id,
-            JobStatus.QUEUED,
-            status=JobStatus.PAUSED.value,
-            pause_requested_at=now,
+            {
+                JobStatus.QUEUED: {"status": JobStatus.PAUSED.value, "pause_requested_at": now},
+                JobStatus.RUNNING: {"status": JobStatus.PAUSING.value, "pause_requested_at": now},
+            },
         )
-        self._move(
-            tenant_id,
-            job_id,
-            JobStatus.RUNNING,
-            status=JobStatus.PAUSING.value,
-            pause_requested_at=now,
-        )
-        return self._refresh(tenant_id, job_id)
 
     def resume(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
         """paused → queued (to be enqueued again); pausing → running (pause withdrawn)."""
-        self._move(
-            tenant_id,
-            job_id,
-            JobStatus.PAUSED,
-            status=JobStatus.QUEUED.value,
-            pause_requested_at=None,
-            enqueued_at=None,
+        queued = {"status": JobStatus.QUEUED.value, "pause_requested_at": None, "enqueued_at": None}
+        running = {"status": JobStatus.RUNNING.value, "pause_requested_at": None}
+        return self._transition(
+            tenant_id, job_id, {JobStatus.PAUSED: queued, JobStatus.PAUSING: running}
         )
-        self._move(
-            tenant_id,
-            job_id,
-            JobStatus.PAUSING,
-            status=JobStatus.RUNNING.value,
-            pause_requested_at=None,
-        )
-        return self._refresh(tenant_id, job_id)
 
-    def _move(self, tenant_id: str, job_id: str, current: JobStatus, **values: Any) -> None:
-        """Set ``values`` on the tenant's job if it is still in ``current`` (a no-op otherwise:
-        the status in the WHERE makes each transition race-free without a row lock)."""
-        self.session.execute(
-            update(FineTuningJob)
-            .where(
-                FineTuningJob.tenant_id == tenant_id,
-                FineTuningJob.id == job_id,
-                FineTuningJob.status == current.value,
+    def _transition(
+        self, tenant_id: str, job_id: str, moves: dict[JobStatus, dict[str, Any]]
+    ) -> FineTuningJob | None:
+        """For each (status → values) in ``moves``, set the values on the tenant's job if it is in
+        that status (the status in the WHERE makes each move race-free without a row lock; at
+        most one matches); the job as it is afterwards."""
+        for current, values in moves.items():
+            self.session.execute(
+                update(FineTuningJob)
+                .where(
+                    FineTuningJob.tenant_id == tenant_id,
+                    FineTuningJob.id == job_id,
+                    FineTuningJob.status == current.value,
+                )
+                .values(**values)
             )
-            .values(**values)
-        )
+        return self._refresh(tenant_id, job_id)
 
     def _refresh(self, tenant_id: str, job_id: str) -> FineTuningJob | None:
         job = self.get(tenant_id, job_id)
