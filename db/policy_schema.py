@@ -58,6 +58,7 @@ class SapKnobs(_Strict):
     probe_batch_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     lagged_probe: bool | None = None
     measure_correction: bool | None = None
+    correction_every: Annotated[int, Field(ge=1)] | None = None
     reference_compat: bool | None = None
 
     @model_validator(mode="after")

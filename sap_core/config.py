@@ -141,6 +141,13 @@ class SapConfig:
             "help": "On refresh steps, log ||g_SAP - g_SFT|| / ||g_SFT|| (one extra SFT pass)."
         },
     )
+    correction_every: int = field(
+        default=10,
+        metadata={
+            "help": "Measure the correction on the first step and on every k-th step (the "
+            "steps whose metrics the service logs as events); 1 = every refresh step."
+        },
+    )
     reference_compat: bool = field(
         default=False,
         metadata={"help": "Reproduce the reference code's update order (implies lag, see docs)."},
@@ -172,6 +179,8 @@ class SapConfig:
             raise ConfigError(f"sap.safety_batch_size must be >= 1, got {self.safety_batch_size}.")
         if self.direction_refresh_every < 1:
             raise ConfigError("sap.direction_refresh_every must be >= 1 (1 = every step, exact).")
+        if self.correction_every < 1:
+            raise ConfigError(f"sap.correction_every must be >= 1, got {self.correction_every}.")
         if not 0.0 < self.probe_batch_fraction <= 1.0:
             raise ConfigError(
                 f"sap.probe_batch_fraction must be in (0, 1], got {self.probe_batch_fraction}."

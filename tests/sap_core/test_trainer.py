@@ -360,7 +360,8 @@ def test_relative_rule_sizes_the_probe_as_a_fraction_of_the_residual_norm() -> N
 
 def test_sap_correction_is_logged_on_refresh_steps_and_is_zero_when_sap_is_a_no_op() -> None:
     trainer = make_trainer(
-        SapConfig(rho=0.05, probe_step_size=0.5, direction_refresh_every=2), max_steps=4
+        SapConfig(rho=0.05, probe_step_size=0.5, direction_refresh_every=2, correction_every=1),
+        max_steps=4,
     )
     history = trainer.train().history
     assert ["sap_correction" in h for h in history] == [True, False, True, False]
@@ -370,6 +371,15 @@ def test_sap_correction_is_logged_on_refresh_steps_and_is_zero_when_sap_is_a_no_
     assert [h["sap_correction"] for h in idle] == [0.0, 0.0]  # V* = 0: SAP's update is SFT's
     quiet = make_trainer(SapConfig(rho=0.05, measure_correction=False), max_steps=2)
     assert all("sap_correction" not in h for h in quiet.train().history)
+
+
+def test_sap_correction_is_measured_on_the_logged_steps_only() -> None:
+    """Steps 1, every k-th and the last (1-based): the steps whose metrics become events."""
+    sap = SapConfig(rho=0.05, probe_step_size=0.5, correction_every=3)
+    history = make_trainer(sap, max_steps=7).train().history
+    measured = [i + 1 for i, h in enumerate(history) if "sap_correction" in h]
+    assert measured == [1, 3, 6, 7]
+    assert all("probe_rel_norm" in h for h in history)  # the probe's size is free: every step
 
 
 def test_same_seed_same_weights() -> None:
