@@ -85,6 +85,15 @@ def pad_batch(examples: Sequence[TokenSequence], pad_id: int, max_length: int) -
     return Batch(input_ids, attention, labels)
 
 
+def pad_id_of(tokenizer: object) -> int:
+    """The tokenizer's pad id, else its eos id, else 0 (padding is masked, so any id works)."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None) if tokenizer is not None else None
+        if isinstance(value, int):
+            return value
+    return 0
+
+
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rows [start, stop) of n that rank takes: contiguous, sizes differing by at most one."""
     return (n * rank) // world_size, (n * (rank + 1)) // world_size

@@ -43,7 +43,7 @@ from torch import nn
 
 from sap_core import checkpoint as ckpt
 from sap_core import objectives
-from sap_core.batch import Batch, ShardedBatch, TokenSequence, pad_batch
+from sap_core.batch import Batch, ShardedBatch, TokenSequence, pad_batch, pad_id_of
 from sap_core.callbacks import NullCallback, TrainingCallback
 from sap_core.config import SapConfig, TrainConfig
 from sap_core.distributed import LOCAL, DistContext
@@ -252,12 +252,7 @@ class SafetyAwareTrainer:
         return model
 
     def _pad_id(self) -> int:
-        tok = self.tokenizer
-        for attr in ("pad_token_id", "eos_token_id"):
-            value = getattr(tok, attr, None) if tok is not None else None
-            if isinstance(value, int):
-                return value
-        return 0  # any id works: padding is masked by attention_mask and labels
+        return pad_id_of(self.tokenizer)
 
     @staticmethod
     def _seed_everything(seed: int) -> None:

@@ -223,9 +223,7 @@ def _result(work_dir: Path, returncode: int, log_path: Path) -> TrainResult:
             final_metrics=dict(data["final_metrics"]),
             history=list(data["history"]),
         )
-    outcomes = sorted(
-        work_dir.glob("outcome-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1])
-    )
+    outcomes = sorted(work_dir.glob("outcome-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
     for path in outcomes:
         outcome = json.loads(path.read_text())
         if outcome["type"] != PEER_LOST:

@@ -223,7 +223,8 @@ def test_a_killed_rank_ends_the_group_and_the_run_resumes_from_its_checkpoint(
     with pytest.raises(RankLost):
         _two(config, tmp_path / "ddp", env=fault)
     done = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("step"))
-    assert done and done[-1] <= "step-00000003"
+    # Rank 1 died after step 3: rank 0 saved step 2, and maybe 3 before its barrier failed.
+    assert done[-1] in ("step-00000002", "step-00000003")
     assert not (tmp_path / "ddp" / "adapter").exists()  # nothing half-trained was saved
     # Attempt 2 (the fault is armed for attempt 1 only), from the last checkpoint.
     _, weights = _two(
