@@ -24,6 +24,7 @@ import random
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -79,7 +80,8 @@ def main() -> None:
         torch.manual_seed(0)
         dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
         config = LlamaConfig(**shape, max_position_embeddings=max(2048, length))
-        LlamaForCausalLM(config).to(dtype).save_pretrained(str(root / "model"))
+        model: Any = LlamaForCausalLM(config)
+        model.to(dtype).save_pretrained(str(root / "model"))
         train, pairs = _data(shape["vocab_size"], rows * (args.steps + args.warmup), length, 64)
         figures: dict[int, float] = {}
         for n in counts:
