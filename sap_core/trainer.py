@@ -20,6 +20,12 @@ One SAP step per micro-batch B (paper-faithful mode; docs/sap.md has the derivat
 the previous micro-batch, takes the clean gap term from the weight pass itself (per-row probe
 vectors give per-row gradients in the same backward) and saves one pass.
 
+Data-parallel (``dist`` with several ranks, launched by torchrun): every rank builds the same
+global micro-batch and trains on its rows (sap_core.batch.ShardedBatch); each loss is its share
+of the global one, and the safety gradient, the probe gap, the residual norms, the LoRA gradients
+and the loss metrics are summed over ranks (sap_core.distributed), so every rank takes the
+single-process step. Rank 0 alone reports to the callback and writes checkpoints and the adapter.
+
 Run (for a local HF model dir)::
 
     trainer = SafetyAwareTrainer(cfg, train_examples, safety_pairs, NullCallback())
