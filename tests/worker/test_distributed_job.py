@@ -1,9 +1,10 @@
-"""A job with n_processes = 2 through the worker: the recipe, and run_job with a rank killed.
+"""A job with n_processes = 2 through run_job (real Postgres), one rank killed mid-training.
 
 Tiny random real-architecture model (tests.fixtures.tiny_model: 2-layer Llama with a real BPE
 tokenizer), two Gloo ranks under torchrun on the CPU; plumbing only, never safety claims. The
 mixer, the tokenisation and the safety evaluation run once, in the worker; only the training
-loop runs in the ranks, whose rank 0 reports to the worker's callback.
+loop runs in the ranks, whose rank 0 reports to the worker's callback. (The sap_core-level
+equivalence and resume checks are tests/worker/test_distributed_training.py.)
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from db.repositories.checkpoints import CheckpointRepository
 from db.repositories.events import EventRepository
 from db.repositories.jobs import JobRepository
 from db.repositories.policy import PolicyRepository
+from db.repositories.safety_reports import SafetyReportRepository
 from db.session import session_scope
 from sap_core.trainer import SafetyAwareTrainer
 from tests.api.conftest import Customer
 from tests.fixtures.factories import make_file, make_job
 from tests.fixtures.tiny_model import make_tiny_model_dir
-from tests.worker.test_recipe import POLICY, RecordingCallback, _run
+from tests.worker.test_recipe import POLICY
 from worker import pipeline
 from worker.reaper import RANK_LOST
 from worker.runner import run_job
@@ -46,33 +48,6 @@ def _two_process_policy(**training: object) -> PolicyDocument:
     )
 
 
-def test_a_two_process_job_trains_in_ranks_and_evaluates_once_in_the_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tiny = make_tiny_model_dir(tmp_path / "model")
-    built: list[int] = []
-    original = SafetyAwareTrainer.__init__
-
-    def counting_init(self: SafetyAwareTrainer, *args: object, **kwargs: object) -> None:
-        built.append(1)
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(SafetyAwareTrainer, "__init__", counting_init)
-    callback = RecordingCallback()
-    result = _run(tmp_path, tiny, callback, monkeypatch, [], policy=_two_process_policy())
-    assert result.plan.n_processes == 2
-    assert built == []  # no trainer in the worker: the ranks trained
-    total = result.plan.resolved["total_steps"]
-    assert callback.step == total  # rank 0's steps reached the worker's callback
-    assert any("Training on 2 processes (Gloo" in e for e in callback.events)
-    assert result.adapter_zip.exists()
-    assert result.evaluation_error is None, result.evaluation_error
-    assert result.report is not None
-    assert result.report.evaluated_adapter_sha256 == result.adapter_sha256
-    assert result.report.sap_strength is not None  # the history came back from rank 0
-    assert result.report.sap_strength.measured_steps == total
-
-
 def test_a_killed_rank_requeues_the_job_which_resumes_and_succeeds_with_one_adapter(
     client: TestClient,
     session: Session,
@@ -85,6 +60,14 @@ def test_a_killed_rank_requeues_the_job_which_resumes_and_succeeds_with_one_adap
     tiny = make_tiny_model_dir(tmp_path / "model")
     monkeypatch.setattr(pipeline, "_ensure_model", lambda name, cache_dir, say: tiny)
     monkeypatch.setattr("worker.runner.enqueue_fine_tuning_job", enqueued.append)
+    built: list[int] = []
+    original = SafetyAwareTrainer.__init__
+
+    def counting_init(self: SafetyAwareTrainer, *args: object, **kwargs: object) -> None:
+        built.append(1)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SafetyAwareTrainer, "__init__", counting_init)
     # Rank 1 dies (os._exit(137), as if SIGKILLed) after step 2 of attempt 1 only.
     for name, value in {
         "KEEL_ENV": "testing",
@@ -119,9 +102,16 @@ def test_a_killed_rank_requeues_the_job_which_resumes_and_succeeds_with_one_adap
         assert stored.attempts == 2
         assert stored.error_code in (None, "safety_evaluation_quarantined"), stored.error_message
         assert len(stored.result_files or []) == 1  # one adapter
+        report = SafetyReportRepository(s).get(alice.tenant_id, job.id)
+        assert report is not None  # evaluated once, in the worker, on the saved adapter
+        assert report.evaluated_sha256
+        # The per-step history came back from rank 0: the report says how strong SAP was.
+        assert (report.report.get("sap_strength") or {}).get("measured_steps")
+    assert built == []  # no trainer in the worker process: the ranks trained
     events = client.get(
         f"/v1/fine_tuning/jobs/{job.id}/events", headers=alice.headers, params={"limit": 100}
     ).json()
     messages = [e["message"] for e in events["data"]]
     assert any(f"Resuming from checkpoint at step {resumed_from}" in m for m in messages)
     assert any("A training process died" in m for m in messages)
+    assert any("Training on 2 processes (Gloo" in m for m in messages)
