@@ -176,6 +176,19 @@ class TrainingSection(_Strict):
     # training_deadline_exceeded, its checkpoints kept.
     max_training_seconds: Annotated[float, Field(gt=0.0, le=30 * 24 * 3600)] = 6 * 3600.0
     checkpoint_every: Annotated[int, Field(ge=1)] = 10
+    # Data-parallel training: the most processes (one per GPU; torchrun ranks) one job may train
+    # on, and what a job that names no hyperparameters.n_processes gets. 1: single-process only.
+    max_processes: Annotated[int, Field(ge=1, le=1024)] = 1
+    default_processes: Annotated[int, Field(ge=1, le=1024)] = 1
+
+    @model_validator(mode="after")
+    def _default_processes_within_limit(self) -> TrainingSection:
+        if self.default_processes > self.max_processes:
+            raise ValueError(
+                f"training.default_processes ({self.default_processes}) is above "
+                f"training.max_processes ({self.max_processes})"
+            )
+        return self
 
 
 class QuotasSection(_Strict):

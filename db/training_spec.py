@@ -11,6 +11,8 @@ How values the customer leaves out (or sets to "auto") resolve:
 - lora_rank, lora_alpha, max_length: the policy's value (each is the largest allowed);
 - lora_target_modules: the policy's whole allow-list;
 - batch_size: min(DEFAULT_BATCH_SIZE, max_batch_size); n_epochs: min(DEFAULT_EPOCHS, max_epochs);
+- n_processes (data-parallel ranks, one per GPU): the policy's default_processes (1 unless the
+  provider sets it), at most max_processes; the global batch is the same at any count;
 - the step count (explicit max_steps, else epochs x steps per epoch) is cut at the policy's
   max_steps and at the step whose tokens would pass max_trained_tokens (`step_limit`, once
   the tokenised data is known). An explicit value above a limit is refused, never cut.
@@ -56,6 +58,7 @@ class ResolvedTraining:
     token_budget: int
     training_seconds: float
     violations: tuple[TrainingViolation, ...] = ()
+    n_processes: int = 1
 
     def steps_for(self, n_examples: int, batch_size: int) -> int:
         """Steps the customer asked for, before the policy's caps."""
@@ -157,7 +160,14 @@ def resolve_training(hyperparameters: dict[str, Any], limits: TrainingSection) -
         if asked_steps is None
         else capped("max_steps", asked_steps, limits.max_steps, limits.max_steps)
     )
+    n_processes = capped(
+        "n_processes",
+        _int_or_auto(hyperparameters.get("n_processes")),
+        limits.max_processes,
+        limits.default_processes,
+    )
     return ResolvedTraining(
+        n_processes=n_processes,
         lora_rank=rank,
         lora_alpha=alpha,
         target_modules=modules,

@@ -20,6 +20,12 @@ One SAP step per micro-batch B (paper-faithful mode; docs/sap.md has the derivat
 the previous micro-batch, takes the clean gap term from the weight pass itself (per-row probe
 vectors give per-row gradients in the same backward) and saves one pass.
 
+Data-parallel (``dist`` with several ranks, launched by torchrun): every rank builds the same
+global micro-batch and trains on its rows (sap_core.batch.ShardedBatch); each loss is its share
+of the global one, and the safety gradient, the probe gap, the residual norms, the LoRA gradients
+and the loss metrics are summed over ranks (sap_core.distributed), so every rank takes the
+single-process step. Rank 0 alone reports to the callback and writes checkpoints and the adapter.
+
 Run (for a local HF model dir)::
 
     trainer = SafetyAwareTrainer(cfg, train_examples, safety_pairs, NullCallback())
@@ -43,8 +49,10 @@ from torch import nn
 
 from sap_core import checkpoint as ckpt
 from sap_core import objectives
+from sap_core.batch import Batch, ShardedBatch, TokenSequence, pad_batch, pad_id_of
 from sap_core.callbacks import NullCallback, TrainingCallback
 from sap_core.config import SapConfig, TrainConfig
+from sap_core.distributed import LOCAL, DistContext
 from sap_core.errors import (
     ConfigError,
     DataFormatError,
@@ -55,16 +63,6 @@ from sap_core.errors import (
 from sap_core.probe import ResidualProbe, default_probe_layers, find_decoder_layers
 
 
-class TokenSequence(Protocol):
-    """One tokenised sequence: full prompt+response ids, labels -100 outside the response."""
-
-    @property
-    def input_ids(self) -> Sequence[int]: ...
-
-    @property
-    def labels(self) -> Sequence[int]: ...
-
-
 class ContrastivePair(Protocol):
     """A (prompt, safe response, harmful response) triple as two full sequences."""
 
@@ -73,52 +71,6 @@ class ContrastivePair(Protocol):
 
     @property
     def rejected(self) -> TokenSequence: ...
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A right-padded batch (padding only to the longest row: no padding to max_length)."""
-
-    input_ids: torch.Tensor  # [batch, seq] long
-    attention_mask: torch.Tensor  # [batch, seq] long, 0 on padding
-    labels: torch.Tensor  # [batch, seq] long, -100 on prompt and padding
-
-    @property
-    def rows(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    def head(self, n: int) -> Batch:
-        """The first n rows, trimmed to their longest row."""
-        width = int(self.attention_mask[:n].sum(dim=1).max())
-        return Batch(
-            self.input_ids[:n, :width], self.attention_mask[:n, :width], self.labels[:n, :width]
-        )
-
-    def label_tokens(self) -> int:
-        return int((self.labels[:, 1:] != objectives.IGNORE_INDEX).sum())
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(
-            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device)
-        )
-
-
-def pad_batch(examples: Sequence[TokenSequence], pad_id: int, max_length: int) -> Batch:
-    """Right-pad (truncating at max_length) to the longest example; labels -100 on padding."""
-    if not examples:
-        raise DataFormatError("empty batch")
-    rows = [(list(e.input_ids)[:max_length], list(e.labels)[:max_length]) for e in examples]
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), objectives.IGNORE_INDEX, dtype=torch.long)
-    for i, (ids, labs) in enumerate(rows):
-        if len(ids) != len(labs):
-            raise DataFormatError(f"example {i}: input_ids and labels differ in length")
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention[i, : len(ids)] = 1
-        labels[i, : len(labs)] = torch.tensor(labs, dtype=torch.long)
-    return Batch(input_ids, attention, labels)
 
 
 class SafetyDirection(NamedTuple):
@@ -180,6 +132,9 @@ class SafetyAwareTrainer:
         eval_examples: optional held-out sequences for `evaluate()`.
         model, tokenizer: an already-loaded HF model (tests, benchmarks); otherwise `setup()` loads
             `config.model_path` (local dir, safetensors only, never trust_remote_code).
+        dist: this process's place in a data-parallel group (sap_core.distributed); LOCAL (one
+            process) by default. With several ranks each takes its shard of every global batch
+            and every gradient SAP uses is summed over ranks, so all ranks take the same step.
     """
 
     def __init__(
@@ -191,6 +146,7 @@ class SafetyAwareTrainer:
         eval_examples: Sequence[TokenSequence] | None = None,
         model: nn.Module | None = None,
         tokenizer: Any = None,
+        dist: DistContext | None = None,
     ) -> None:
         if not train_examples:
             raise DataFormatError("no training examples")
@@ -202,7 +158,11 @@ class SafetyAwareTrainer:
         self.train_examples = list(train_examples)
         self.safety_pairs = list(safety_pairs)
         self.eval_examples = list(eval_examples or [])
-        self.callback: TrainingCallback = callback or NullCallback()
+        self.dist = dist or LOCAL
+        # Data-parallel: rank 0 alone reports progress, is asked to stop and writes files.
+        self.callback: TrainingCallback = (
+            callback if self.dist.is_main else None
+        ) or NullCallback()
         self._given_model = model
         self.tokenizer = tokenizer
         self.model: nn.Module | None = None
@@ -245,6 +205,16 @@ class SafetyAwareTrainer:
         if not self._named_lora:
             raise ConfigError(f"LoRA matched no modules for targets {cfg.lora.target_modules}")
         self.lora_params = [p for _, p in self._named_lora]
+        if self.dist.active:
+            if cfg.sap.enabled and cfg.sap.lagged_probe:
+                # Its clean gap term comes from per-row probe copies of the local weight pass;
+                # not reduced across ranks (yet), so refused rather than silently different.
+                raise ConfigError(
+                    "sap.lagged_probe (and reference_compat) is single-process only; "
+                    "use the exact probe (lagged_probe=False) with n_processes > 1"
+                )
+            # One init on every rank, whatever their RNGs did before.
+            self.dist.broadcast_tensors_(self.lora_params)
         self.optimizer = torch.optim.AdamW(
             self.lora_params,
             lr=cfg.optim.lr,
@@ -288,12 +258,7 @@ class SafetyAwareTrainer:
         return model
 
     def _pad_id(self) -> int:
-        tok = self.tokenizer
-        for attr in ("pad_token_id", "eos_token_id"):
-            value = getattr(tok, attr, None) if tok is not None else None
-            if isinstance(value, int):
-                return value
-        return 0  # any id works: padding is masked by attention_mask and labels
+        return pad_id_of(self.tokenizer)
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -330,13 +295,37 @@ class SafetyAwareTrainer:
             epoch, k = divmod(m, per_epoch)
             order = self._epoch_order(epoch)
             idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+            full = pad_batch([self.train_examples[i] for i in idx], self.pad_id, cfg.max_length)
+            # Every rank builds the same global batch and keeps its rows of it.
             out.append(
-                pad_batch([self.train_examples[i] for i in idx], self.pad_id, cfg.max_length)
+                ShardedBatch.of(full, *self.dist.shard(full.rows)) if self.dist.active else full
             )
         return out
 
     def _safety_batch(self, counter: int) -> Batch:
-        """Chosen rows then rejected rows of safety batch number `counter` (one forward pass).
+        """Chosen rows then rejected rows of safety batch number `counter` (one forward pass)."""
+        pairs = self._safety_pairs(counter)
+        seqs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        return pad_batch(seqs, self.pad_id, self.config.max_length)
+
+    def _local_safety_batch(self, counter: int) -> tuple[Batch, float]:
+        """This rank's pairs of safety batch `counter` and their share of the batch's pairs.
+
+        A rank with no pair gets a filler (its labels masked: the pass contributes zero).
+        """
+        pairs = self._safety_pairs(counter)
+        start, stop = self.dist.shard(len(pairs))
+        mine = pairs[start:stop]
+        seqs = [p.chosen for p in mine or pairs[:1]] + [p.rejected for p in mine or pairs[:1]]
+        batch = pad_batch(seqs, self.pad_id, self.config.max_length)
+        if not mine:
+            batch = Batch(
+                batch.input_ids, batch.attention_mask, torch.full_like(batch.labels, -100)
+            )
+        return batch, len(mine) / len(pairs)
+
+    def _safety_pairs(self, counter: int) -> list[ContrastivePair]:
+        """The pairs of safety batch number `counter`.
 
         Reshuffled every pass over the pairs (B11 fix); reference_compat replays the first pass's
         order forever, like the reference code's itertools.cycle.
@@ -349,9 +338,7 @@ class SafetyAwareTrainer:
             epoch = 0
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + 7_919 + epoch)
         order = torch.randperm(len(self.safety_pairs), generator=gen).tolist()
-        pairs = [self.safety_pairs[i] for i in order[k * size : (k + 1) * size]]
-        seqs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-        return pad_batch(seqs, self.pad_id, self.config.max_length)
+        return [self.safety_pairs[i] for i in order[k * size : (k + 1) * size]]
 
     # ------------------------------------------------------------------ passes
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -374,7 +361,14 @@ class SafetyAwareTrainer:
         return out.logits  # [batch, seq, vocab]
 
     def task_loss(self, batch: Batch) -> torch.Tensor:
-        """Mean NLL of the response tokens of ``batch`` under the current weights (a graph)."""
+        """Mean NLL of the response tokens of ``batch`` under the current weights (a graph).
+
+        For a rank's shard: its rows' summed NLL over the *global* batch's label tokens, so the
+        sum over ranks (of the loss and of every gradient of it) is the global mean's.
+        """
+        if isinstance(batch, ShardedBatch):
+            nll, _ = objectives.sequence_nll(self._logits(batch), batch.labels)
+            return nll.sum() / max(1, batch.global_label_tokens)
         return objectives.mean_response_nll(self._logits(batch), batch.labels)
 
     def _next_safety_direction(self) -> SafetyDirection:
@@ -390,7 +384,12 @@ class SafetyAwareTrainer:
         """
         assert self.probe is not None
         sap = self.config.sap
-        batch = self._safety_batch(batch_index).to(self.device)
+        share = 1.0
+        if self.dist.active:
+            local, share = self._local_safety_batch(batch_index)
+            batch = local.to(self.device)
+        else:
+            batch = self._safety_batch(batch_index).to(self.device)
         probe_ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if sap.reference_compat and self._lagged_v is not None:
             probe_ctx = self.probe.active(self._lagged_v)  # B5(c): the code's stale probe is on
@@ -398,11 +397,16 @@ class SafetyAwareTrainer:
             nll, _ = objectives.sequence_nll(self._logits(batch), batch.labels)  # [2S]
             half = nll.shape[0] // 2
             loss = objectives.safety_loss(nll[:half], nll[half:], sap.contrastive_form)
+            if self.dist.active:
+                loss = loss * share  # this rank's pairs' part of the mean over all pairs
             grads = torch.autograd.grad(loss, self.lora_params, allow_unused=True)
         grads_filled = [
             torch.zeros_like(p) if g is None else g
             for g, p in zip(grads, self.lora_params, strict=True)
         ]
+        if self.dist.active:
+            self.dist.all_reduce_(grads_filled)
+            loss = torch.tensor(self.dist.sum_floats([float(loss.detach())], self.device)[0])
         if sap.reference_compat:
             # utils.normalize_dict: g / (||g|| + 1e-8)
             norm = float(objectives.global_norm(grads_filled))
@@ -428,7 +432,12 @@ class SafetyAwareTrainer:
             loss = self.task_loss(batch)
             grads = torch.autograd.grad(loss, leaves)
         if record_norms:
-            self._last_residual_norms = [float(n) for n in self.probe.residual_norms]
+            norms = [float(n) for n in self.probe.residual_norms]
+            if isinstance(batch, ShardedBatch):
+                # Mean per token over the global batch: each rank's mean weighted by its tokens.
+                weight = batch.token_share
+                norms = self.dist.sum_floats([n * weight for n in norms], self.device)
+            self._last_residual_norms = norms
         return [g.detach() for g in grads]
 
     @contextlib.contextmanager
@@ -493,9 +502,15 @@ class SafetyAwareTrainer:
             theta_norm = float(objectives.global_norm(self.lora_params))
             eps = objectives.perturbation(self._g_hat, theta_norm, sap.rho, sap.relative_rho)
         probe_norm = 0.0
+        shard = False
         for index, batch_cpu in enumerate(micro_batches):
             batch = batch_cpu.to(self.device)
-            metrics["tokens"] += float(batch.attention_mask.sum())
+            shard = isinstance(batch, ShardedBatch)
+            metrics["tokens"] += float(
+                batch.global_tokens
+                if isinstance(batch, ShardedBatch)
+                else batch.attention_mask.sum()
+            )
             # On refresh steps the first micro-batch also measures how far SAP moved the update.
             measure = refresh and index == 0 and self._measures_correction(sap)
             grad_before = self._grads_snapshot() if measure else None
@@ -515,6 +530,10 @@ class SafetyAwareTrainer:
             if grad_before is not None:
                 metrics["sap_correction"] = self._sap_correction(batch, grad_before)
             metrics["task_loss"] += float(loss) / len(micro_batches)
+        if shard:
+            # Each rank holds its share of every loss and gradient: summed, the global ones.
+            self._all_reduce_grads()
+            metrics["task_loss"] = self.dist.sum_floats([metrics["task_loss"]], self.device)[0]
         if not math.isfinite(metrics["task_loss"]):
             raise TrainingDivergedError(f"task loss is {metrics['task_loss']} at step {self.step}")
         max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
@@ -538,6 +557,12 @@ class SafetyAwareTrainer:
         return sap.measure_correction and (
             done == 1 or done % sap.correction_every == 0 or done == self.total_steps
         )
+
+    def _all_reduce_grads(self) -> None:
+        for p in self.lora_params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        self.dist.all_reduce_([p.grad for p in self.lora_params if p.grad is not None])
 
     def _relative_probe_norm(self, vectors: Sequence[torch.Tensor]) -> float:
         """Mean over probe layers of ||V_j|| / (mean per-token residual norm at layer j).
@@ -574,6 +599,7 @@ class SafetyAwareTrainer:
             torch.zeros_like(p) if g is None else g.detach()
             for g, p in zip(g_sft, self.lora_params, strict=True)
         ]
+        self.dist.all_reduce_(g_sap + g_sft_filled)  # both are this rank's shares
         sft_norm = float(objectives.global_norm(g_sft_filled))
         if sft_norm == 0.0:
             return float("nan")
@@ -590,7 +616,9 @@ class SafetyAwareTrainer:
         with self._perturbed(eps):
             g_pert = self._probe_grad(batch, zeros)
         g_clean = self._probe_grad(batch, zeros, record_norms=True)
-        return [a - b for a, b in zip(g_pert, g_clean, strict=True)]  # [hidden] each
+        gap = [a - b for a, b in zip(g_pert, g_clean, strict=True)]  # [hidden] each
+        self.dist.all_reduce_(gap)  # each rank's share of the global gap: summed, every rank's V*
+        return gap
 
     def weight_gradient(
         self, batch: Batch, g_hat: list[torch.Tensor] | None = None, sap: SapConfig | None = None
@@ -649,9 +677,7 @@ class SafetyAwareTrainer:
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Steps 3-6 on one micro-batch: adds grad L_u(theta, V*) / accum to theta's .grad."""
         assert self.probe is not None
-        n_probe = max(1, round(sap.probe_batch_fraction * batch.rows))
-        probe_batch = batch if n_probe >= batch.rows else batch.head(n_probe)
-        gap = self.probe_gap(probe_batch, eps)
+        gap = self.probe_gap(self._probe_batch(batch, sap), eps)
         self._check_gap(gap, eps)
         v_star = self._probe_step(gap, sap)
         if all(not bool(v.any()) for v in v_star):
@@ -662,6 +688,17 @@ class SafetyAwareTrainer:
                 loss = self.task_loss(batch)
         (loss / accum).backward()
         return loss.detach(), v_star
+
+    def _probe_batch(self, batch: Batch, sap: SapConfig) -> Batch:
+        """The first ``probe_batch_fraction`` of the (global) micro-batch's rows: for a shard,
+        this rank's part of them."""
+        if isinstance(batch, ShardedBatch):
+            n_probe = max(1, round(sap.probe_batch_fraction * batch.full.rows))
+            return (
+                batch if n_probe >= batch.full.rows else batch.global_head(n_probe).to(self.device)
+            )
+        n_probe = max(1, round(sap.probe_batch_fraction * batch.rows))
+        return batch if n_probe >= batch.rows else batch.head(n_probe)
 
     def _lagged_micro_step(
         self, batch: Batch, eps: list[torch.Tensor]
@@ -711,7 +748,8 @@ class SafetyAwareTrainer:
             saved = bool(cfg.checkpoint_every) and self.step % (cfg.checkpoint_every or 1) == 0
             if saved:
                 self.save_checkpoint(self.step)
-            request = self.callback.should_stop()
+            request = self.callback.should_stop() if self.dist.is_main else None
+            request = self.dist.broadcast(request)  # every rank stops at the same step
             if request == "checkpoint":
                 # The caller's own policy (a time interval, the last step): save and go on.
                 if not saved:
@@ -731,7 +769,7 @@ class SafetyAwareTrainer:
                     "limit passed (a checkpoint of this step is kept)"
                 )
         final = dict(metrics)
-        if self.eval_examples:
+        if self.eval_examples and self.dist.is_main:
             final["eval_loss"] = self.evaluate()
         return TrainResult(steps=self.step, final_metrics=final, history=list(self.history))
 
@@ -767,6 +805,8 @@ class SafetyAwareTrainer:
         assert self.probe is not None
         self.probe.detach()
         out = Path(out_dir)
+        if not self.dist.is_main:
+            return out  # every rank holds the same weights: rank 0 writes them
         out.mkdir(parents=True, exist_ok=True)
 
         def write(tmp: Path) -> None:
@@ -786,6 +826,11 @@ class SafetyAwareTrainer:
         if not self.config.output_dir:
             raise ConfigError("set config.output_dir to save checkpoints")
         final = Path(self.config.output_dir) / "checkpoints" / ckpt.checkpoint_dir_name(step)
+        if not self.dist.is_main:
+            # Same weights, optimizer and RNG state on every rank: rank 0's copy is the run's.
+            # The barrier: no rank goes on (a pause would end the group) before it is stored.
+            self.dist.barrier()
+            return final
 
         def write(tmp: Path) -> None:
             self.save_adapter(tmp / "adapter")
@@ -812,6 +857,7 @@ class SafetyAwareTrainer:
 
         path = ckpt.write_atomically(final, write)
         self.callback.on_checkpoint(step, path)
+        self.dist.barrier()
         return path
 
     def resume_from(self, checkpoint_dir: str | Path) -> None:

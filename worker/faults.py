@@ -7,6 +7,8 @@ when ``KEEL_ENV`` is ``testing`` or ``development``; in production the variable 
 logged once), so a stray setting can never take a real worker down.
 
 Points: ``during_training`` (after the step ``KEEL_FAULT_STEP``, default 3),
+``rank_during_training`` (rank ``KEEL_FAULT_RANK``, default 1, of a data-parallel job dies after
+its step ``KEEL_FAULT_STEP``; ``maybe_kill_rank``),
 ``after_training`` (trained, adapter not yet saved), ``during_evaluation`` (at the first
 evaluation progress line), ``before_publish`` (evaluated, nothing published),
 ``publish_uncommitted`` (inside the publish transaction: report and adapter rows written, not
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import time
+from typing import Any
 
 log = logging.getLogger("keel.faults")
 
@@ -31,6 +34,7 @@ POINTS = frozenset(
         "during_evaluation",
         "before_publish",
         "publish_uncommitted",
+        "rank_during_training",
     }
 )
 _ALLOWED_ENVS = frozenset({"testing", "development"})
@@ -65,3 +69,21 @@ def maybe_die(point: str, attempt: int) -> None:
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(EXIT_CODE)
+
+
+def maybe_kill_rank(trainer: Any, rank: int, attempt: int) -> None:
+    """Arm ``rank_during_training`` on this rank's trainer (worker.distributed_rank): the rank
+    dies, as if killed, right after its optimizer step ``KEEL_FAULT_STEP``."""
+    if rank != int(os.environ.get("KEEL_FAULT_RANK", "1")):
+        return
+    if not _armed("rank_during_training", attempt):
+        return
+    step_once = trainer.train_step
+
+    def train_step(micro_batches: Any) -> Any:
+        metrics = step_once(micro_batches)
+        if trainer.step >= fault_step():
+            maybe_die("rank_during_training", attempt)
+        return metrics
+
+    trainer.train_step = train_step

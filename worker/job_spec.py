@@ -85,6 +85,8 @@ class JobPlan:
     schedule: Schedule | None = None
     # Wall-clock seconds this job may train (policy training.max_training_seconds).
     training_seconds: float | None = None
+    # Data-parallel ranks the trainer runs as (worker.distributed_launch); 1 = in the worker.
+    n_processes: int = 1
 
     def for_examples(self, n_examples: int, mean_tokens: float | None = None) -> JobPlan:
         """The same plan with its batch size and step count sized to ``n_examples`` rows of
@@ -204,9 +206,11 @@ def plan_job(
             },
             "total_steps": total_steps,
             "steps_cut_by": cut_by,
+            "n_processes": shape.n_processes,
             # Hyperparameters above a limit that tightened after the job was accepted.
             "clamped": [v.param for v in shape.violations],
         },
         schedule=schedule,
         training_seconds=shape.training_seconds,
+        n_processes=shape.n_processes,
     )

@@ -50,9 +50,10 @@ from sap_core.safety.corpus import SafetyCorpus, build_corpus
 from sap_core.safety.mixer import MixConfig, mix_dataset
 from sap_core.safety.profiler import FormatProfile, profile_dataset
 from sap_core.sap_strength import sap_strength_of
-from sap_core.trainer import SafetyAwareTrainer
+from sap_core.trainer import SafetyAwareTrainer, TrainResult
 from worker.artifacts import JobPaths, package_adapter, reset_dir
 from worker.deadline import TrainingDeadline, spent_in
+from worker.distributed_job import DistributedTraining
 from worker.faults import maybe_die
 from worker.job_spec import JobPlan
 from worker.progress import DbProgressCallback
@@ -196,6 +197,8 @@ class JobRecipe:
         self.resume_from = resume_from
         self.say = callback.event
         self.trainer: SafetyAwareTrainer | None = None
+        # Set instead of `trainer` when the job trains on several processes (torchrun).
+        self.distributed: DistributedTraining | None = None
         self.report: SafetyReport | None = None
         self.evaluation_error: str | None = None
 
@@ -332,29 +335,12 @@ class JobRecipe:
             # The policy's training deadline, on the worker's clock (sap_core keeps none).
             limit = plan.training_seconds
             callback = self.callback if limit is None else TrainingDeadline(self.callback, limit)
-            self.trainer = trainer = SafetyAwareTrainer(
-                plan.train,
-                self.examples,
-                self.pairs,
-                callback,
-                eval_examples=self.eval_examples,
-                model=self.model,
-                tokenizer=self.tokenizer,
-            )
-            trainer.setup()
-            if self.resume_from is not None and self.resume_from.exists():
-                trainer.resume_from(self.resume_from)
-                say(
-                    f"Resuming from checkpoint at step {trainer.step}",
-                    type="resume",
-                    data={"step": trainer.step},
-                )
-            if isinstance(callback, TrainingDeadline):
-                # Steps an earlier attempt trained count against the same deadline.
-                callback.already_spent = spent_in(trainer.history)
             started = time.monotonic()
             try:
-                result = trainer.train()
+                if plan.n_processes > 1:
+                    result = self._train_distributed(callback)
+                else:
+                    result = self._train_here(callback)
             except TrainingDeadlineExceeded as exc:
                 raise TrainingDeadlineExceeded(
                     f"Training exceeded the provider's limit of {limit:g} s per job "
@@ -368,13 +354,67 @@ class JobRecipe:
             self.curves = _training_curves(result.history)
             self.sap_strength = sap_strength_of(result.history)
 
+    def _train_here(self, callback: Any) -> TrainResult:
+        """Train in this process (n_processes 1): the trainer stays for save and evaluate."""
+        plan, say = self.plan, self.say
+        self.trainer = trainer = SafetyAwareTrainer(
+            plan.train,
+            self.examples,
+            self.pairs,
+            callback,
+            eval_examples=self.eval_examples,
+            model=self.model,
+            tokenizer=self.tokenizer,
+        )
+        trainer.setup()
+        if self.resume_from is not None and self.resume_from.exists():
+            trainer.resume_from(self.resume_from)
+            say(
+                f"Resuming from checkpoint at step {trainer.step}",
+                type="resume",
+                data={"step": trainer.step},
+            )
+        if isinstance(callback, TrainingDeadline):
+            # Steps an earlier attempt trained count against the same deadline.
+            callback.already_spent = spent_in(trainer.history)
+        return trainer.train()
+
+    def _train_distributed(self, callback: Any) -> TrainResult:
+        """Train as plan.n_processes torchrun ranks; this process relays rank 0's callbacks."""
+        self.distributed = run = DistributedTraining(
+            self.plan,
+            self.paths.root / "distributed",
+            examples=self.examples,
+            pairs=self.pairs,
+            eval_examples=self.eval_examples or [],
+            tokenizer=self.tokenizer,
+            resume_from=self.resume_from,
+            attempt=self.attempt,
+        )
+        if run.resume_step is not None:
+            self.say(
+                f"Resuming from checkpoint at step {run.resume_step}",
+                type="resume",
+                data={"step": run.resume_step},
+            )
+        if isinstance(callback, TrainingDeadline):
+            callback.already_spent = spent_in(run.resume_history)
+        self.say(
+            f"Training on {self.plan.n_processes} processes ({run.backend}, data-parallel); "
+            "rank 0 reports progress"
+        )
+        return run.train(callback, self.model)
+
     # -------------------------------------------------------------------------------- save
     def save(self) -> None:
         """The adapter as it will be served: directory, manifest, zip and its sha256."""
-        assert self.trainer is not None
         paths = self.paths
         reset_dir(paths.adapter_dir)
-        self.trainer.save_adapter(paths.adapter_dir)
+        if self.distributed is not None:
+            self.distributed.copy_adapter(paths.adapter_dir)
+        else:
+            assert self.trainer is not None
+            self.trainer.save_adapter(paths.adapter_dir)
         manifest = {
             "base_model": self.model_name,
             "base_model_sha256": self.base_sha,
@@ -387,15 +427,13 @@ class JobRecipe:
     # ---------------------------------------------------------------------------- evaluate
     def evaluate(self) -> None:
         """The safety report of the saved adapter; any failure leaves no report (fail closed)."""
-        assert self.trainer is not None
+        trained = self.trainer.model if self.trainer is not None else None
         plan, say = self.plan, self.say
         with _phase(self.callback, "evaluating"):
             say("Safety evaluation: base model vs fine-tuned on held-out harmful prompts")
             try:
                 with deadline(plan.evaluation.timeout_seconds):
-                    peft_model = _reload_adapter(
-                        self.model, self.trainer.model, self.paths.adapter_dir
-                    )
+                    peft_model = _reload_adapter(self.model, trained, self.paths.adapter_dir)
                     peft_model.eval()
                     # Thresholds the policy leaves out take their defaults: the gate always
                     # decides.

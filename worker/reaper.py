@@ -25,6 +25,8 @@ from worker.settings import WorkerSettings
 
 log = logging.getLogger("keel.reaper")
 LEASE_EXPIRED = "lease_expired"
+# A training process of a data-parallel job died (worker.runner): counted with lost leases.
+RANK_LOST = "rank_lost"
 
 
 def reap_once(settings: WorkerSettings | None = None, now: datetime | None = None) -> list[str]:
@@ -41,7 +43,11 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
                 continue
             # Lost leases, not claims: a job handed back at a graceful shutdown (a deploy)
             # was not lost, and must not be given up on sooner for it.
-            lost = events.count_with_reason(job_id, LEASE_EXPIRED) + 1
+            lost = (
+                events.count_with_reason(job_id, LEASE_EXPIRED)
+                + events.count_with_reason(job_id, RANK_LOST)
+                + 1
+            )
             if lost >= settings.max_attempts:
                 finished = jobs.finish(
                     job_id,

@@ -27,6 +27,7 @@ from db.training_spec import within_daily_tokens
 from db.webhook_events import JobWebhookEvent
 from sap_core.errors import SapError, TrainingCancelled
 from worker.artifacts import JobPaths
+from worker.distributed_launch import RankLost
 from worker.faults import maybe_die
 from worker.job import ClaimedJob
 from worker.job_spec import plan_job
@@ -34,6 +35,7 @@ from worker.pipeline import JobRecipe, PipelineResult, resolve_device
 from worker.progress import DbProgressCallback, LeaseLostError
 from worker.publish import publish_outcome
 from worker.queue import enqueue_fine_tuning_job, record_job_webhooks, send_and_mark
+from worker.reaper import LEASE_EXPIRED, RANK_LOST
 from worker.settings import WorkerSettings
 from worker.shutdown import GracefulShutdown, ShutdownRequested
 
@@ -182,6 +184,12 @@ def _run_claimed(
             graceful.finishing = True
             _release(job, settings)
             return
+        except RankLost as lost:
+            # A training process of a data-parallel job died: like a dead worker, the job is
+            # queued again and resumes from its last checkpoint (without waiting for a lease).
+            graceful.finishing = True
+            _rank_lost(job, settings, str(lost))
+            return
         except TrainingCancelled as stop:
             graceful.finishing = True
             if stop.reason == "shutdown":
@@ -240,6 +248,50 @@ def _release(job: ClaimedJob, settings: WorkerSettings) -> None:
     # Broker down: the reaper enqueues it (enqueued_at is unset).
     if send_and_mark(job.id, enqueue_fine_tuning_job, "re-enqueue at shutdown"):
         log.info("job %s released at shutdown and re-enqueued", job.id)
+
+
+def _rank_lost(job: ClaimedJob, settings: WorkerSettings, why: str) -> None:
+    """Queue the job again to resume from its last checkpoint, or fail it once training
+    processes and workers were lost `max_attempts` times in all (the reaper's count)."""
+    with session_scope() as session:
+        jobs, events = JobRepository(session), EventRepository(session)
+        lost = (
+            events.count_with_reason(job.id, LEASE_EXPIRED)
+            + events.count_with_reason(job.id, RANK_LOST)
+            + 1
+        )
+        if lost >= settings.max_attempts:
+            message = f"A training process or the job's worker was lost {lost} times ({why})."
+            if jobs.finish(
+                job.id, job.token, "failed", error_code="worker_lost", error_message=message
+            ):
+                record_job_webhooks(session, job.tenant_id, job.id, JobWebhookEvent.FAILED)
+                events.append(
+                    job.id,
+                    job.tenant_id,
+                    f"Job failed: {message}",
+                    level="error",
+                    type="message",
+                    data={"code": "worker_lost"},
+                    attempt=job.attempts,
+                )
+            return
+        latest = CheckpointRepository(session).latest(job.id)
+        released = jobs.release(job.id, job.token)
+        if released:
+            step = latest.step_number if latest is not None else None
+            where = f"from its checkpoint at step {step}" if step else "from the start"
+            events.append(
+                job.id,
+                job.tenant_id,
+                f"A training process died ({why}); the job is queued again and resumes {where}",
+                level="warn",
+                type="message",
+                data={"reason": RANK_LOST, "checkpoint_step": step},
+                attempt=job.attempts,
+            )
+    if released and send_and_mark(job.id, enqueue_fine_tuning_job, "re-enqueue after a lost rank"):
+        log.info("job %s re-enqueued after a lost training process", job.id)
 
 
 def _train_and_evaluate(

@@ -50,6 +50,8 @@ class Hyperparameters(Strict):
     ) = None
     max_steps: Annotated[int, Field(ge=1, le=100_000)] | None = None
     max_length: Annotated[int, Field(ge=16, le=32_768)] | None = None
+    # Data-parallel training processes (one per GPU); within the policy's training.max_processes.
+    n_processes: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] | None = None
 
 
 class SupervisedMethod(Strict):

@@ -183,6 +183,9 @@ def test_lost_sends_leave_the_job_for_the_reaper(
                 ("batch_size", 256, "hyperparameter_above_limit"),
                 ("n_epochs", 50, "hyperparameter_above_limit"),
                 ("max_steps", 100_000, "hyperparameter_above_limit"),
+                # policy.yaml: training.max_processes 1 (data-parallel training off).
+                ("n_processes", 2, "hyperparameter_above_limit"),
+                ("n_processes", 0, "invalid_value"),
                 (
                     "lora_target_modules",
                     ["q_proj", "embed_tokens"],

@@ -123,3 +123,24 @@ def test_a_starting_job_gets_what_is_left_of_the_daily_token_quota() -> None:
         update={"quotas": policy.quotas.model_copy(update={"max_trained_tokens_per_day": None})}
     )
     assert within_daily_tokens(unlimited, 10**12) is unlimited
+
+
+def test_n_processes_is_capped_by_max_processes_and_defaults_to_default_processes() -> None:
+    # Single-process by default: a job names none, the shipped policy allows none more.
+    assert resolve_training({}, LIMITS).n_processes == 1
+    refused = resolve_training({"n_processes": 2}, LIMITS)
+    assert [(v.param, v.code) for v in refused.violations] == [
+        ("hyperparameters.n_processes", ABOVE_LIMIT)
+    ]
+    assert "limit of 1" in refused.violations[0].message
+    assert refused.n_processes == 1  # the worker clamps a job whose limit tightened
+    eight = LIMITS.model_copy(update={"max_processes": 8, "default_processes": 4})
+    assert resolve_training({}, eight).n_processes == 4
+    assert resolve_training({"n_processes": "auto"}, eight).n_processes == 4
+    asked = resolve_training({"n_processes": 8}, eight)
+    assert (asked.n_processes, asked.violations) == (8, ())
+
+
+def test_default_processes_must_be_within_max_processes() -> None:
+    with pytest.raises(ValueError, match="default_processes"):
+        TrainingSection(max_processes=2, default_processes=4)
