@@ -19,18 +19,19 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from sap_core.callbacks import NullCallback, StopRequest
 from sap_core.config import LoraConfig, OptimConfig, SapConfig, TrainConfig
 from sap_core.data import EncodedExample, EncodedPair
 from sap_core.errors import TrainingCancelled
 from sap_core.trainer import SafetyAwareTrainer
+from tests.sap_core.test_trainer import VOCAB as TRAINER_VOCAB
+from tests.sap_core.test_trainer import make_model
 from worker.distributed_launch import RankLost, launch, write_spec
 
 pytestmark = pytest.mark.distributed
 
-VOCAB = 64
+VOCAB = TRAINER_VOCAB  # the token ids below must fit make_model()'s vocabulary
 STEPS = 4
 # Tolerance of the 2-rank run against the 1-rank run. Both are fp32 and compute the same sums;
 # they differ only in reduction order (two per-rank partial sums added by all_reduce vs one sum
@@ -69,18 +70,9 @@ def _data() -> tuple[list[EncodedExample], list[EncodedPair]]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1234)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    """The trainer tests' tiny random Llama (plumbing only), saved as a model directory."""
     path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(str(path))
+    make_model().save_pretrained(str(path))
     return path
 
 
