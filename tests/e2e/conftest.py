@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.service import MODEL_CACHE, TEST_MODEL, LiveService
+from tests.e2e.service import MODEL_CACHE, TEST_MODEL, LiveService, e2e_redis_db
 from tests.fixtures.object_store import ObjectStoreServer
 
 
@@ -36,7 +36,11 @@ def live_service_s3(
 ) -> Iterator[LiveService]:
     """The live deployment on an object store: API, workers and reaper each with their own
     data dir, sharing only the bucket (and Postgres, Redis)."""
-    service = LiveService(tmp_path_factory.mktemp("keel-live-s3"), object_store=object_store)
+    service = LiveService(
+        tmp_path_factory.mktemp("keel-live-s3"),
+        object_store=object_store,
+        redis_db=e2e_redis_db(offset=8),  # never the broker of `live_service`, alive beside it
+    )
     service.start()
     try:
         yield service

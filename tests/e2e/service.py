@@ -83,16 +83,26 @@ E2E_POLICY = {
 }
 
 
+def e2e_redis_db(offset: int = 0) -> int:
+    """The Redis database of a live deployment's broker.
+
+    KEEL_TEST_E2E_REDIS_DB (default 7) lets two checkouts run live-service tests side by side on
+    one Redis. ``offset`` gives a second deployment alive in the same test module a database of
+    its own: on a shared one, the first deployment's workers take the second's tasks from the
+    same queues, find no such job in their own Postgres database and drop them (the job then
+    waits for the reaper's re-send — seen as a worker-crash test that timed out waiting for its
+    first checkpoint).
+    """
+    return (int(os.environ.get("KEEL_TEST_E2E_REDIS_DB", "7")) + offset) % 16
+
+
 @dataclass
 class LiveService:
     tmp: Path
     policy: dict[str, object] = field(default_factory=lambda: dict(E2E_POLICY))
     lease_seconds: int = 6
     db_name: str = field(default_factory=lambda: f"keel_e2e_{uuid.uuid4().hex[:10]}")
-    # KEEL_TEST_E2E_REDIS_DB lets two checkouts run live-service tests side by side on one Redis.
-    redis_db: int = field(
-        default_factory=lambda: int(os.environ.get("KEEL_TEST_E2E_REDIS_DB", "7"))
-    )
+    redis_db: int = field(default_factory=lambda: e2e_redis_db())
     port: int = field(default_factory=free_port)
     admin_key: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)

@@ -171,7 +171,10 @@ def test_the_recipe_plans_once_trains_saves_evaluates_and_cleans_up(
     # A SAP job's report says how much SAP changed its updates.
     assert result.plan.train.sap.enabled
     assert result.report.sap_strength is not None
-    assert result.report.sap_strength.measured_steps == result.plan.resolved["total_steps"]
+    # The correction is measured on step 1, every 10th and the last (SapConfig.correction_every).
+    total = result.plan.resolved["total_steps"]
+    measured = {1, total} | set(range(10, total + 1, 10))
+    assert result.report.sap_strength.measured_steps == len(measured)
     assert result.report.sap_strength.median_correction is not None
 
 
