@@ -304,7 +304,9 @@ class SafetyAwareTrainer:
 
     def _safety_batch(self, counter: int) -> Batch:
         """Chosen rows then rejected rows of safety batch number `counter` (one forward pass)."""
-        pairs = self._safety_pairs(counter)
+        return self._pad_pairs(self._safety_pairs(counter))
+
+    def _pad_pairs(self, pairs: Sequence[ContrastivePair]) -> Batch:
         seqs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
         return pad_batch(seqs, self.pad_id, self.config.max_length)
 
@@ -316,8 +318,7 @@ class SafetyAwareTrainer:
         pairs = self._safety_pairs(counter)
         start, stop = self.dist.shard(len(pairs))
         mine = pairs[start:stop]
-        seqs = [p.chosen for p in mine or pairs[:1]] + [p.rejected for p in mine or pairs[:1]]
-        batch = pad_batch(seqs, self.pad_id, self.config.max_length)
+        batch = self._pad_pairs(mine or pairs[:1])
         if not mine:
             batch = Batch(
                 batch.input_ids, batch.attention_mask, torch.full_like(batch.labels, -100)
@@ -502,10 +503,8 @@ class SafetyAwareTrainer:
             theta_norm = float(objectives.global_norm(self.lora_params))
             eps = objectives.perturbation(self._g_hat, theta_norm, sap.rho, sap.relative_rho)
         probe_norm = 0.0
-        shard = False
         for index, batch_cpu in enumerate(micro_batches):
             batch = batch_cpu.to(self.device)
-            shard = isinstance(batch, ShardedBatch)
             metrics["tokens"] += float(
                 batch.global_tokens
                 if isinstance(batch, ShardedBatch)
@@ -530,7 +529,7 @@ class SafetyAwareTrainer:
             if grad_before is not None:
                 metrics["sap_correction"] = self._sap_correction(batch, grad_before)
             metrics["task_loss"] += float(loss) / len(micro_batches)
-        if shard:
+        if self.dist.active:  # micro-batches are shards exactly then
             # Each rank holds its share of every loss and gradient: summed, the global ones.
             self._all_reduce_grads()
             metrics["task_loss"] = self.dist.sum_floats([metrics["task_loss"]], self.device)[0]
@@ -559,10 +558,12 @@ class SafetyAwareTrainer:
         )
 
     def _all_reduce_grads(self) -> None:
+        grads = []
         for p in self.lora_params:
             if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        self.dist.all_reduce_([p.grad for p in self.lora_params if p.grad is not None])
+                p.grad = torch.zeros_like(p)  # a rank whose rows never reached it still joins
+            grads.append(p.grad)
+        self.dist.all_reduce_(grads)
 
     def _relative_probe_norm(self, vectors: Sequence[torch.Tensor]) -> float:
         """Mean over probe layers of ||V_j|| / (mean per-token residual norm at layer j).

@@ -29,6 +29,16 @@ LEASE_EXPIRED = "lease_expired"
 RANK_LOST = "rank_lost"
 
 
+def times_lost(events: EventRepository, job_id: str) -> int:
+    """How often the job's worker or one of its training processes was lost, the loss being
+    handled now included (`max_attempts` bounds it)."""
+    return (
+        events.count_with_reason(job_id, LEASE_EXPIRED)
+        + events.count_with_reason(job_id, RANK_LOST)
+        + 1
+    )
+
+
 def reap_once(settings: WorkerSettings | None = None, now: datetime | None = None) -> list[str]:
     """One pass; returns the ids of the jobs it re-enqueued."""
     settings = settings or WorkerSettings()
@@ -43,11 +53,7 @@ def reap_once(settings: WorkerSettings | None = None, now: datetime | None = Non
                 continue
             # Lost leases, not claims: a job handed back at a graceful shutdown (a deploy)
             # was not lost, and must not be given up on sooner for it.
-            lost = (
-                events.count_with_reason(job_id, LEASE_EXPIRED)
-                + events.count_with_reason(job_id, RANK_LOST)
-                + 1
-            )
+            lost = times_lost(events, job_id)
             if lost >= settings.max_attempts:
                 finished = jobs.finish(
                     job_id,

@@ -35,7 +35,7 @@ from worker.pipeline import JobRecipe, PipelineResult, resolve_device
 from worker.progress import DbProgressCallback, LeaseLostError
 from worker.publish import publish_outcome
 from worker.queue import enqueue_fine_tuning_job, record_job_webhooks, send_and_mark
-from worker.reaper import LEASE_EXPIRED, RANK_LOST
+from worker.reaper import RANK_LOST, times_lost
 from worker.settings import WorkerSettings
 from worker.shutdown import GracefulShutdown, ShutdownRequested
 
@@ -255,11 +255,7 @@ def _rank_lost(job: ClaimedJob, settings: WorkerSettings, why: str) -> None:
     processes and workers were lost `max_attempts` times in all (the reaper's count)."""
     with session_scope() as session:
         jobs, events = JobRepository(session), EventRepository(session)
-        lost = (
-            events.count_with_reason(job.id, LEASE_EXPIRED)
-            + events.count_with_reason(job.id, RANK_LOST)
-            + 1
-        )
+        lost = times_lost(events, job.id)
         if lost >= settings.max_attempts:
             message = f"A training process or the job's worker was lost {lost} times ({why})."
             if jobs.finish(
