@@ -123,6 +123,9 @@ class ExperimentConfig:
     sap_probe_layers: tuple[int, ...] | None = None
     # Screening on with the shipped limits (only for data it passes, e.g. poisoned_stealth).
     screening: bool = False
+    # The mixer's refusal rows: "template" (every run before 2026-12-01) or "model" (the base
+    # model's own refusal where it refused, a template elsewhere; policy.yaml mixer.refusal_source).
+    refusal_source: str = "template"
 
     def fingerprint(self) -> str:
         payload = asdict(self)
@@ -152,6 +155,7 @@ _LATE_KNOBS: dict[str, Any] = {
     "sap_probe_step_size": 0.05,
     "sap_probe_layers": None,
     "screening": False,
+    "refusal_source": "template",
 }
 
 
@@ -200,7 +204,7 @@ def experiment_policy(cfg: ExperimentConfig) -> dict[str, Any]:
             "min_ratio": 0.0,
             "default_ratio": cfg.mixer_ratio,
             "max_ratio": 1.0,
-            "refusal_source": "template",
+            "refusal_source": cfg.refusal_source,
             "contrast_ratio": cfg.contrast_ratio,
         },
         # The poisoned and harmful datasets would be rejected by screening; the measurement is
@@ -763,6 +767,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=defaults.contrast_ratio,
         help="helpful look-alike rows per mixer refusal row",
     )
+    p.add_argument(
+        "--refusal-source",
+        choices=("template", "model"),
+        default=defaults.refusal_source,
+        help="mixer refusal rows: templates, or the base model's own refusals where it refuses",
+    )
     p.add_argument("--lr-multiplier", type=float, default=defaults.lr_multiplier)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument(
@@ -842,6 +852,7 @@ def config_from_args(
             else None
         ),
         screening=bool(args.screening),
+        refusal_source=args.refusal_source,
     )
     return cfg, datasets, settings
 

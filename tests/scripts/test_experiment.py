@@ -76,6 +76,18 @@ def test_sap_knobs_reach_the_policy_and_keep_old_run_ids() -> None:
     assert validate_policy(experiment_policy(adam)) == experiment_policy(adam)
 
 
+def test_refusal_source_reaches_the_policy_and_keeps_old_run_ids() -> None:
+    # Every run before the knob existed trained on template refusals: spelling that out keeps its
+    # id; the base model's own refusals are a different, hashed setting the policy schema accepts.
+    template, _, _ = config_from_args(parse_args(["--refusal-source", "template"]))
+    assert template.fingerprint() == ExperimentConfig().fingerprint()
+    model, _, _ = config_from_args(parse_args(["--refusal-source", "model"]))
+    assert model.fingerprint() != template.fingerprint()
+    policy = experiment_policy(model)
+    assert policy["mixer"]["refusal_source"] == "model"
+    assert validate_policy(policy)["mixer"]["refusal_source"] == "model"
+
+
 def test_markdown_is_replaced_between_markers_only(tmp_path: Path) -> None:
     path = tmp_path / "results.md"
     path.write_text(f"# Title\n\n{TABLE_START}\nold\n{TABLE_END}\n\nStatus stays.\n")
