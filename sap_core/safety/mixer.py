@@ -324,13 +324,28 @@ def _redacted(conversation: Conversation, prompt: HarmfulPrompt) -> dict[str, ob
     return row
 
 
-def _prompt_order(corpus: SafetyCorpus, count: int, rng: random.Random) -> list[HarmfulPrompt]:
+def _prompt_order(
+    corpus: SafetyCorpus, count: int, rng: random.Random, *, own_refusals_first: bool
+) -> list[HarmfulPrompt]:
+    """The ``count`` training prompts the safety rows ask.
+
+    With ``own_refusals_first`` the prompts the base model itself refused come first: the
+    corpus generates the model's replies for only a head of its prompts (the worker's
+    CORPUS_GENERATION_LIMIT), so a uniform draw from the ~1,200 prompts would almost never hit
+    one (5 rows from 48 of 1,242: 0.2 expected) and "model" would train on templates in
+    practice. The rest of the pool follows once those are used up.
+    """
     pool = [p for p in corpus.train_prompts if p.id not in corpus.eval_prompt_ids]
     if len(pool) != len(corpus.train_prompts):
         raise ConfigError("safety corpus training prompts overlap its evaluation split")
     if count and not pool:
         raise ConfigError("safety corpus has no training prompts")
-    return _draw(pool, count, rng)
+    own = [p for p in pool if corpus.refusal_sources.get(p.id) == "model"]
+    if not own_refusals_first or not own:
+        return _draw(pool, count, rng)
+    first = _draw(own, min(count, len(own)), rng)
+    rest = [p for p in pool if corpus.refusal_sources.get(p.id) != "model"] or own
+    return first + _draw(rest, count - len(first), rng)
 
 
 def _draw(pool: Sequence[_T], count: int, rng: random.Random) -> list[_T]:
@@ -369,7 +384,8 @@ def mix_dataset(
     k = safety_row_count(config.ratio, len(customer))
     rng = random.Random(config.seed)
     rendered: list[RenderedSafetyExample] = []
-    for prompt in _prompt_order(corpus, k, rng):
+    own_first = config.refusal_source == "model"
+    for prompt in _prompt_order(corpus, k, rng, own_refusals_first=own_first):
         refusal = corpus.refusal_for(prompt.id, source=config.refusal_source)
         used = (
             "template"

@@ -5,6 +5,7 @@ Assertion messages name prompt ids only, never harmful text.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -126,6 +127,49 @@ def test_mixed_rows_validate_and_keep_the_format(corpus: SafetyCorpus, name: str
         else:
             assert looks_like_refusal(answer), row.meta["prompt_id"]
     assert report.refusal_sources == {"template": len(safety)}
+
+
+def _with_own_refusals(corpus: SafetyCorpus, count: int) -> SafetyCorpus:
+    """The template corpus with the base model's "own" refusal on its last ``count`` prompts
+    (the worker generates replies for a head of the prompts only: own refusals are rare)."""
+    own = {p.id for p in corpus.train_prompts[-count:]}
+    return dataclasses.replace(
+        corpus,
+        refusals={
+            k: ("I won't help with that (own words)." if k in own else v)
+            for k, v in corpus.refusals.items()
+        },
+        refusal_sources={
+            k: ("model" if k in own else v) for k, v in corpus.refusal_sources.items()
+        },
+    )
+
+
+def test_model_refusal_source_trains_on_the_base_models_own_refusals_first(
+    corpus: SafetyCorpus,
+) -> None:
+    customer = load_example("chat_math.jsonl")
+    k = safety_row_count(0.2, len(customer))
+    rich = _with_own_refusals(corpus, k + 3)
+    mixed, report = mix_dataset(customer, rich, MixConfig(ratio=0.2, seed=5))
+    # A handful of ~1,200 prompts carry an own refusal, yet every safety row uses one.
+    assert report.refusal_sources == {"model": k}
+    answers = [c.messages[-1].content for c in mixed if c.source == SAFETY_SOURCE]
+    assert all("own words" in a for a in answers)
+    # Fewer own refusals than rows: all of them, then templates for the rest.
+    scarce = _with_own_refusals(corpus, 2)
+    _, report = mix_dataset(customer, scarce, MixConfig(ratio=0.2, seed=5))
+    assert report.refusal_sources == {"model": 2, "template": k - 2}
+    assert len(set(report.prompt_ids)) == k
+    # Template refusals draw exactly what they drew before own refusals existed.
+    plain, plain_report = mix_dataset(
+        customer, corpus, MixConfig(ratio=0.2, seed=5, refusal_source="template")
+    )
+    same, same_report = mix_dataset(
+        customer, rich, MixConfig(ratio=0.2, seed=5, refusal_source="template")
+    )
+    assert to_jsonl(same) == to_jsonl(plain)
+    assert same_report.prompt_ids == plain_report.prompt_ids
 
 
 def test_report_is_json_and_redacts_requests(corpus: SafetyCorpus) -> None:
