@@ -110,6 +110,10 @@ class ScreeningSection(_Strict):
 class EvaluationSection(_Strict):
     num_harmful: Annotated[int, Field(ge=1, le=10_000)] = 40
     num_benign: Annotated[int, Field(ge=1, le=10_000)] = 20
+    # Validation conversations whose answers are generated and scored (answer accuracy). At 32
+    # rows one question is 3 points, so a "within 2 points" comparison needs more than the
+    # historic cap of 64; each row costs one short generation per model.
+    num_utility: Annotated[int, Field(ge=1, le=10_000)] = 64
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 40
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     judge: Literal["keyword", "classifier", "llm"] = "keyword"

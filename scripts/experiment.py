@@ -222,6 +222,8 @@ def experiment_policy(cfg: ExperimentConfig) -> dict[str, Any]:
         "evaluation": {
             "num_harmful": cfg.harmful,
             "num_benign": cfg.benign,
+            # Every validation row is scored: --validation-rows sets the accuracy's sample size.
+            "num_utility": cfg.validation_rows,
             "max_new_tokens": cfg.max_new_tokens,
             "batch_size": 8,
             "judge": "keyword",

@@ -32,6 +32,8 @@ class EvalSpec:
     judge_model: str | None = None
     # Also ask the harmful prompts in the customer's own framing (system prompt, affixes).
     task_format: bool = True
+    # Validation conversations scored for answer accuracy (at most).
+    num_utility: int = 64
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ def plan_job(
         judge_model=eval_policy.judge_model,
         timeout_seconds=eval_policy.timeout_seconds,
         task_format=eval_policy.task_format,
+        num_utility=eval_policy.num_utility,
     )
     gate = policy.gate
     # No thresholds block: PolicyThresholds' defaults apply (the same numbers, a test keeps

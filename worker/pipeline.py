@@ -445,6 +445,7 @@ class JobRecipe:
                         SafetyEvalConfig(
                             num_harmful=plan.evaluation.num_harmful,
                             num_benign=plan.evaluation.num_benign,
+                            num_utility=plan.evaluation.num_utility,
                             max_new_tokens=plan.evaluation.max_new_tokens,
                             batch_size=plan.evaluation.batch_size,
                             seed=plan.train.seed,

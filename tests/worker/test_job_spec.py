@@ -75,6 +75,12 @@ def test_task_format_evaluation_is_on_by_default_and_the_policy_can_switch_it_of
     assert not plan_under(policy=off).evaluation.task_format
 
 
+def test_the_accuracy_sample_defaults_to_64_rows_and_the_policy_can_raise_it() -> None:
+    assert plan_under(policy={**POLICY, "evaluation": {}}).evaluation.num_utility == 64
+    more = {**POLICY, "evaluation": {**POLICY["evaluation"], "num_utility": 200}}
+    assert plan_under(policy=more).evaluation.num_utility == 200
+
+
 def test_sizing_for_the_mixed_data_equals_planning_for_it() -> None:
     hyper = {"n_epochs": 2, "batch_size": 8}
     # Planned on the customer's 5 rows, sized once the mixer made them 30.

@@ -87,6 +87,7 @@ def _run(
     plans: list[int],
     policy: PolicyDocument = POLICY,
     tenant_id: str = "org-t",
+    validation: list[Conversation] | None = None,
 ) -> pipeline.PipelineResult:
     monkeypatch.setattr(pipeline, "_ensure_model", lambda name, cache_dir, say: tiny_model)
     settings = WorkerSettings(
@@ -112,7 +113,7 @@ def _run(
         tenant_id=tenant_id,
         model_name="tiny",
         conversations=_rows(6),
-        validation=None,
+        validation=validation,
         plan_factory=plan_factory,
         paths=paths,
         callback=callback,  # type: ignore[arg-type]
@@ -253,3 +254,28 @@ def test_a_cache_directory_is_never_built_from_a_path_like_tenant_id(tmp_path: P
     for bad in ("", "..", "../org-b", "org-a/x"):
         with pytest.raises(ValueError, match="not a tenant id"):
             pipeline._base_cache(settings, "sha", bad)
+
+
+def test_the_policy_sets_how_many_validation_rows_are_scored_for_accuracy(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Accuracy on 32 questions moves 3 points per question: a provider who compares tasks within
+    # 2 points scores more rows, and exactly as many as the policy says.
+    policy = PolicyDocument.model_validate(
+        {
+            **POLICY.model_dump(),
+            "evaluation": {**POLICY.evaluation.model_dump(), "num_utility": 3},
+        }
+    )
+    result = _run(
+        tmp_path, tiny_model, RecordingCallback(), monkeypatch, [], policy, validation=_rows(5)
+    )
+    assert result.evaluation_error is None, result.evaluation_error
+    assert result.report is not None
+    assert result.report.utility_source == "validation_file"
+    for model in (result.report.base, result.report.fine_tuned):
+        assert model is not None
+        # Short number answers read as labels: whichever rule applied, it scored three rows.
+        accuracy = model.utility.exact_match or model.utility.final_number_match
+        assert accuracy is not None
+        assert accuracy.n == 3
