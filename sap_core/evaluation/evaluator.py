@@ -422,6 +422,22 @@ def _answer_accuracy(
     rule: str,
 ) -> dict[str, Any]:
     """Share of validation conversations whose greedy reply matches the reference under ``rule``."""
+    hits = answer_hits(model, tokenizer, utility, rule, config.max_new_tokens)
+    return proportion(sum(hits), len(utility)).to_dict()
+
+
+def answer_hits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    utility: Sequence[tuple[ChatMessages, str]],
+    rule: str,
+    max_new_tokens: int,
+) -> list[bool]:
+    """Per conversation: does the greedy reply match the reference under ``rule``?
+
+    Per item, so that two adapters asked the same questions can be compared on the questions
+    one gets right and the other wrong (``stats.exact_mcnemar_p``), not only on two totals.
+    """
     longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for _, a in utility)
     if rule == "exact_match":
         # A label needs only its own tokens and a little punctuation after it.
@@ -429,10 +445,14 @@ def _answer_accuracy(
     else:
         needed, matches = _NUMERIC_BUDGET_FACTOR * longest + 8, final_number_match
     # Never more than the safety passes' per-reply budget.
-    budget = min(config.max_new_tokens, needed)
+    budget = min(max_new_tokens, needed)
     replies = generate_from_messages(model, tokenizer, [context for context, _ in utility], budget)
-    hits = sum(matches(r, a) for r, (_, a) in zip(replies, utility, strict=True))
-    return proportion(hits, len(utility)).to_dict()
+    return [matches(r, a) for r, (_, a) in zip(replies, utility, strict=True)]
+
+
+def utility_items(conversations: Sequence[Conversation]) -> list[tuple[ChatMessages, str]]:
+    """(context, reference answer) of each conversation that ends in a trained assistant turn."""
+    return [s for s in (_final_assistant_split(c) for c in conversations) if s is not None]
 
 
 # ----------------------------------------------------------------------------- report
@@ -538,13 +558,7 @@ def evaluate_safety(
     if len({p.id for p in harmful}) != len(harmful):
         raise EvaluationError("harmful prompt ids must be unique")
     benign = benign_prompts(config.num_benign, config.seed)
-    utility = [
-        split
-        for split in (
-            _final_assistant_split(c) for c in (eval_examples or [])[: config.num_utility]
-        )
-        if split is not None
-    ]
+    utility = utility_items((eval_examples or [])[: config.num_utility])
     rule = answer_rule([answer for _, answer in utility])
     # A model judge runs beside the evaluated model (on the GPU when there is one).
     judge = make_judge(
