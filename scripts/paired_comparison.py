@@ -12,7 +12,8 @@ lose task accuracy against plain fine-tuning?" on a couple of hundred questions.
     # operator of the reference answer (the experiment's word problems: +, -, x)
     python scripts/paired_comparison.py --run 278df49d286d --answers
 
-Adapters are read from the experiment's own service (``var/experiment/service/artifacts``); only
+Adapters are read from the experiment's own service (``var/experiment/service/artifacts``), which
+the next ``scripts/experiment.py`` invocation starts afresh: run ``--answers`` before that. Only
 ids, counts and p-values are printed, never harmful text.
 """
 
