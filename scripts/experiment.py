@@ -126,6 +126,9 @@ class ExperimentConfig:
     # The mixer's refusal rows: "template" (every run before 2026-12-01) or "model" (the base
     # model's own refusal where it refused, a template elsewhere; policy.yaml mixer.refusal_source).
     refusal_source: str = "template"
+    # What a mixed job's epochs count (policy.yaml mixer.epochs_over): "mixed_rows" (every run
+    # before 2026-12-02: a mixed job trains more steps than plain) or "customer_rows".
+    epochs_over: str = "mixed_rows"
 
     def fingerprint(self) -> str:
         payload = asdict(self)
@@ -156,6 +159,7 @@ _LATE_KNOBS: dict[str, Any] = {
     "sap_probe_layers": None,
     "screening": False,
     "refusal_source": "template",
+    "epochs_over": "mixed_rows",
 }
 
 
@@ -206,6 +210,7 @@ def experiment_policy(cfg: ExperimentConfig) -> dict[str, Any]:
             "max_ratio": 1.0,
             "refusal_source": cfg.refusal_source,
             "contrast_ratio": cfg.contrast_ratio,
+            "epochs_over": cfg.epochs_over,
         },
         # The poisoned and harmful datasets would be rejected by screening; the measurement is
         # what training does to such data, so screening is off unless --screening (the
@@ -663,7 +668,9 @@ def render_table(entry: dict[str, Any]) -> str:
         f"{cfg['batch_size']}, lr {2e-4 * cfg['lr_multiplier']:g}, LoRA r={cfg['lora_rank']} "
         f"α={cfg['lora_alpha']} on {', '.join(cfg['lora_target_modules'])}, mixer ratio "
         f"{cfg['mixer_ratio']} (contrast rows per refusal row "
-        f"{cfg.get('contrast_ratio', 0.0)}), poison fraction {cfg['poison_fraction']}; SAP: "
+        f"{cfg.get('contrast_ratio', 0.0)}, epochs over "
+        f"{cfg.get('epochs_over', 'mixed_rows').replace('_', ' ')}), poison fraction "
+        f"{cfg['poison_fraction']}; SAP: "
         f"{_sap_summary(cfg)}. Rates in %, "
         "[Wilson 95 % CI]. Wall time = job create → terminal status on this machine, including "
         "the service's base-model evaluation unless marked *base cached*.",
@@ -775,6 +782,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=defaults.refusal_source,
         help="mixer refusal rows: templates, or the base model's own refusals where it refuses",
     )
+    p.add_argument(
+        "--epochs-over",
+        choices=("mixed_rows", "customer_rows"),
+        default=defaults.epochs_over,
+        help="what a mixed job's epochs count: every mixed row, or the customer's rows only",
+    )
     p.add_argument("--lr-multiplier", type=float, default=defaults.lr_multiplier)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument(
@@ -855,6 +868,7 @@ def config_from_args(
         ),
         screening=bool(args.screening),
         refusal_source=args.refusal_source,
+        epochs_over=args.epochs_over,
     )
     return cfg, datasets, settings
 

@@ -43,6 +43,8 @@ class MixSpec:
     refusal_source: str
     contrast_ratio: float = DEFAULT_CONTRAST_RATIO
     contrast_source: str = "model"
+    # "customer_rows": an epoch is counted over the customer's rows (policy mixer.epochs_over).
+    epochs_over: str = "mixed_rows"
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,19 @@ class Schedule:
     token_budget: int = 10**15
 
     def size(
-        self, n_examples: int, mean_tokens: float | None = None
+        self,
+        n_examples: int,
+        mean_tokens: float | None = None,
+        epoch_rows: int | None = None,
     ) -> tuple[int, int, str | None]:
         """(batch size, total steps, the policy limit that cut the steps or None) for
         ``n_examples`` rows of ``mean_tokens`` tokens each: the batch never exceeds the data;
         the steps never pass max_steps, nor the step whose tokens would pass the token budget
-        (estimated at the mean: each epoch trains every row once)."""
+        (estimated at the mean). An epoch is ``epoch_rows`` rows (None: all ``n_examples``);
+        fewer than the data means the steps see part of it per "epoch", shuffled."""
         batch_size = max(1, min(self.batch_size, max(1, n_examples)))
-        steps_per_epoch = math.ceil(n_examples / batch_size)
+        per_epoch_rows = n_examples if epoch_rows is None else min(epoch_rows, n_examples)
+        steps_per_epoch = math.ceil(max(1, per_epoch_rows) / batch_size)
         asked = self.max_steps or steps_per_epoch * self.epochs
         steps, cut_by = asked, None
         if steps > self.step_cap:
@@ -90,16 +97,23 @@ class JobPlan:
     # Data-parallel ranks the trainer runs as (worker.distributed_launch); 1 = in the worker.
     n_processes: int = 1
 
-    def for_examples(self, n_examples: int, mean_tokens: float | None = None) -> JobPlan:
+    def for_examples(
+        self, n_examples: int, mean_tokens: float | None = None, customer_rows: int | None = None
+    ) -> JobPlan:
         """The same plan with its batch size and step count sized to ``n_examples`` rows of
         ``mean_tokens`` tokens on average (after truncation; None: no token cap applied).
 
         The job is planned once, before the safety mixer adds rows; only the schedule follows
-        the mixed, tokenised data size (nothing of the policy is resolved again).
+        the mixed, tokenised data size (nothing of the policy is resolved again). With
+        ``epochs_over: customer_rows`` and the mixer on, the epochs are counted over the
+        ``customer_rows`` of the ``n_examples``: the same steps plain fine-tuning would take.
         """
         if self.schedule is None:
             return self
-        batch_size, total_steps, cut_by = self.schedule.size(n_examples, mean_tokens)
+        epoch_rows = (
+            customer_rows if self.mix.enabled and self.mix.epochs_over == "customer_rows" else None
+        )
+        batch_size, total_steps, cut_by = self.schedule.size(n_examples, mean_tokens, epoch_rows)
         train = replace(self.train, batch_size=batch_size, max_steps=total_steps)
         resolved = {**self.resolved, "total_steps": total_steps, "steps_cut_by": cut_by}
         return replace(self, train=train, resolved=resolved)
@@ -174,6 +188,7 @@ def plan_job(
             if mixer_policy.contrast_ratio is None
             else mixer_policy.contrast_ratio
         ),
+        epochs_over=mixer_policy.epochs_over,
     )
 
     eval_policy = policy.evaluation
@@ -206,6 +221,7 @@ def plan_job(
                 "ratio": mix.ratio,
                 "contrast_ratio": mix.contrast_ratio,
                 "contrast_source": mix.contrast_source,
+                "epochs_over": mix.epochs_over,
             },
             "total_steps": total_steps,
             "steps_cut_by": cut_by,

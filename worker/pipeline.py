@@ -153,6 +153,15 @@ def deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _epoch_basis(plan: JobPlan) -> str:
+    """What the step count was sized on, when the mixer added rows (policy mixer.epochs_over)."""
+    if not plan.mix.enabled:
+        return ""
+    if plan.mix.epochs_over == "customer_rows":
+        return " (epochs counted over the customer's rows; safety rows shuffled in)"
+    return " (epochs counted over customer and safety rows)"
+
+
 @contextlib.contextmanager
 def _phase(callback: DbProgressCallback, name: str) -> Iterator[None]:
     callback.heartbeat({"phase": name}, force=True)
@@ -243,7 +252,9 @@ class JobRecipe:
             mean_tokens = sum(min(len(e.input_ids), max_length) for e in self.examples) / len(
                 self.examples
             )
-            self.plan = plan.for_examples(len(self.examples), mean_tokens)
+            self.plan = plan.for_examples(
+                len(self.examples), mean_tokens, customer_rows=len(conversations)
+            )
             if self.plan.resolved.get("steps_cut_by"):
                 say(
                     f"Training cut to {self.plan.train.max_steps} steps by the provider's "
@@ -327,9 +338,9 @@ class JobRecipe:
         with _phase(self.callback, "training"):
             method = "SAP" if plan.train.sap.enabled else "plain SFT (SAP off by provider policy)"
             say(
-                f"Training {self.model_name} with {method}: {plan.resolved['total_steps']} steps, "
-                f"batch {plan.train.batch_size}, lr {plan.train.optim.lr:g}, "
-                f"LoRA r={plan.train.lora.r}",
+                f"Training {self.model_name} with {method}: {plan.resolved['total_steps']} steps"
+                f"{_epoch_basis(plan)}, batch {plan.train.batch_size}, "
+                f"lr {plan.train.optim.lr:g}, LoRA r={plan.train.lora.r}",
                 data={"plan": plan.resolved},
             )
             # The policy's training deadline, on the worker's clock (sap_core keeps none).

@@ -91,6 +91,33 @@ def test_sizing_for_the_mixed_data_equals_planning_for_it() -> None:
     assert (sized.train.batch_size, sized.train.max_steps) == (8, 2 * 4)  # ceil(30 / 8) = 4
 
 
+def test_epochs_over_customer_rows_keeps_plain_fine_tunings_steps_for_a_mixed_job() -> None:
+    hyper = {"n_epochs": 5, "batch_size": 2}
+    # 24 customer rows mixed up to 49: by default an epoch passes over all 49 rows ...
+    assert POLICY["mixer"]["epochs_over"] == "mixed_rows"
+    mixed = plan_under(hyper, n=24).for_examples(49, customer_rows=24)
+    assert mixed.train.max_steps == 5 * 25  # ceil(49 / 2) steps per epoch
+    assert mixed.resolved["mixer"]["epochs_over"] == "mixed_rows"
+    # ... with "customer_rows" the job takes the steps plain fine-tuning on 24 rows takes.
+    policy = {**POLICY, "mixer": {**POLICY["mixer"], "epochs_over": "customer_rows"}}
+    customer = plan_under(hyper, policy=policy, n=24).for_examples(49, customer_rows=24)
+    assert customer.train.max_steps == 5 * 12
+    assert customer.train.batch_size == 2
+    assert customer.resolved["total_steps"] == 60
+    assert customer.resolved["mixer"]["epochs_over"] == "customer_rows"
+    # The caps still apply to the shorter schedule, and a job without the mixer is unchanged.
+    capped = {**policy, "training": {**POLICY["training"], "max_steps": 40}}
+    assert plan_under(hyper, policy=capped, n=24).for_examples(49, 10.0, 24).train.max_steps == 40
+    unmixed = {
+        **policy,
+        "customer_may_change": {"mixer_ratio": True},
+        "mixer": {**policy["mixer"], "min_ratio": 0.0},
+    }
+    plain = plan_under(hyper, {"mixer_ratio": 0.0}, policy=unmixed, n=24).for_examples(24, None, 24)
+    assert not plain.mix.enabled
+    assert plain.train.max_steps == 60
+
+
 def test_the_issue_job_is_clamped_to_the_policy_limits_by_the_worker() -> None:
     # The API refuses this job; a job accepted under a looser policy that has since tightened
     # trains within the current limits (rank 256 / 195,350 steps before issue 23).

@@ -279,3 +279,23 @@ def test_the_policy_sets_how_many_validation_rows_are_scored_for_accuracy(
         accuracy = model.utility.exact_match or model.utility.final_number_match
         assert accuracy is not None
         assert accuracy.n == 3
+
+
+def test_a_mixed_job_can_take_the_steps_plain_fine_tuning_would(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mixer.epochs_over: customer_rows counts the epoch over the customer's 6 rows (3 steps of
+    # batch 2) while the safety rows are still trained, shuffled into those steps.
+    policy = PolicyDocument.model_validate(
+        {
+            **POLICY.model_dump(),
+            "mixer": {**POLICY.mixer.model_dump(), "epochs_over": "customer_rows"},
+        }
+    )
+    callback = RecordingCallback()
+    result = _run(tmp_path, tiny_model, callback, monkeypatch, [], policy)
+    assert result.mix_report is not None
+    assert result.mix_report["safety_rows"] + result.mix_report["contrast_rows"] > 0
+    assert result.plan.resolved["total_steps"] == 3
+    assert result.plan.resolved["mixer"]["epochs_over"] == "customer_rows"
+    assert callback.step == 3
