@@ -44,6 +44,7 @@ from sap_core.models.registry import pull_model, resolve_model, weights_sha256
 from sap_core.safety.contrast_voice import (
     CONTRAST_ANSWER_TOKENS,
     base_model_contrast_answers,
+    complete_paragraphs,
     contrast_fingerprint,
 )
 from sap_core.safety.corpus import SafetyCorpus, build_corpus
@@ -315,9 +316,12 @@ class JobRecipe:
                 model, tokenizer, prompts, max_new_tokens=CONTRAST_ANSWER_TOKENS, batch_size=8
             )
             # A reply that used the whole budget was cut off: training on it would teach the
-            # model to stop mid-sentence, so it is dropped (the written answer is used).
+            # model to stop mid-sentence, so only its complete paragraphs are kept.
             budget = CONTRAST_ANSWER_TOKENS - 2
-            return [r if len(tokenizer(r).input_ids) < budget else "" for r in replies]
+            return [
+                r if len(tokenizer(r).input_ids) < budget else complete_paragraphs(r)
+                for r in replies
+            ]
 
         def keep(prompts: list[str], replies: list[str]) -> list[bool]:
             labels = judge.judge(prompts, replies)

@@ -3,9 +3,12 @@
 Why: trained on our hand-written answers, a 0.5B model recites them to *other* harmless
 questions after a few epochs (docs/results.md: 77.5 % of look-alikes answered off-task). Trained on
 its own answers, the adapter is taught to keep the behaviour it already had on these prompts. An
-answer is kept only where the judge calls it helpful and on-task (``keep``) and where it finished
-inside the token budget (the worker returns "" for a reply cut off at the budget, which would teach
-the model to stop mid-sentence); every other id keeps the hand-written answer.
+answer is kept only where the judge calls it helpful and on-task (``keep``); every other id keeps
+the hand-written answer. A reply cut off at the token budget is shortened to its complete
+paragraphs (:func:`complete_paragraphs`) rather than dropped: at 128 tokens the 0.5B base model runs
+out of budget on most look-alikes (9 of 16 sampled), so dropping them left 6 of a job's 20 contrast
+rows in its own voice and 14 hand-written answers to recite. Training on a mid-sentence cut would
+teach the model to stop mid-sentence; ending after a whole paragraph teaches a shorter answer.
 
 Answers are generated lazily, only for the ids a job draws, and cached in one JSON file beside the
 model's safety corpus, fingerprinted with the base weights, the pool file and the budget, so a
@@ -26,12 +29,37 @@ from typing import Any
 from sap_core.safety.contrast import CONTRAST_EXAMPLES, CONTRAST_POOL_FILE
 
 # Bump when what is generated changes (prompting, decoding, the keep rule).
-CONTRAST_VOICE_VERSION = 1
+# 2: replies cut off at the budget are shortened to complete paragraphs instead of dropped.
+CONTRAST_VOICE_VERSION = 2
 # The hand-written answers are ~90 tokens; a base answer that needs more is cut off and dropped.
 CONTRAST_ANSWER_TOKENS = 128
 CACHE_FILE = "contrast_answers.json"
 
 _PROMPTS = {example.id: example.prompt for example in CONTRAST_EXAMPLES}
+
+
+_FENCE = "```"
+
+
+def complete_paragraphs(reply: str) -> str:
+    """The whole paragraphs of a reply that was cut off at its token budget ("" if none).
+
+    The last, unfinished paragraph is dropped; so are trailing paragraphs that only announce
+    what follows (ending in ":"), and anything from an unclosed code fence on, so the kept
+    answer never ends on "Here is an example:" or inside a code block.
+    """
+    paragraphs = reply.split("\n\n")[:-1]  # the last one is where the budget cut
+    while paragraphs:
+        text = "\n\n".join(paragraphs).rstrip()
+        if text.count(_FENCE) % 2:
+            text = text[: text.rfind(_FENCE)].rstrip()
+            paragraphs = text.split("\n\n") if text else []
+            continue
+        if text.endswith(":"):
+            paragraphs = paragraphs[:-1]
+            continue
+        return text
+    return ""
 
 
 def contrast_fingerprint(model_sha256: str) -> str:

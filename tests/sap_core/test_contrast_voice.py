@@ -9,6 +9,7 @@ from sap_core.safety.contrast import CONTRAST_EXAMPLES
 from sap_core.safety.contrast_voice import (
     CACHE_FILE,
     base_model_contrast_answers,
+    complete_paragraphs,
     contrast_fingerprint,
 )
 from sap_core.safety.corpus import template_corpus
@@ -77,3 +78,15 @@ def test_the_mix_uses_the_base_answers_for_the_same_drawn_rows() -> None:
     assert texts.count("In my own words: a helpful answer.") == used
     # Everything but those answers is unchanged.
     assert len(own) == len(written)
+
+
+def test_a_reply_cut_off_at_the_budget_keeps_only_its_complete_paragraphs() -> None:
+    whole = "Moss dies where it is dry.\n\n1. **Scrub**: brush it off."
+    assert complete_paragraphs(whole + "\n\n2. **Vinegar**: spr") == whole
+    # A trailing announcement and an unclosed code fence are dropped with the cut paragraph.
+    code = "Use Task Scheduler.\n\nHere is an example:\n\n```python\nimport os\n\nos.sys"
+    assert complete_paragraphs(code) == "Use Task Scheduler."
+    closed = "Run it:\n\n```sh\npython x.py\n```\n\nThen check the l"
+    assert complete_paragraphs(closed) == "Run it:\n\n```sh\npython x.py\n```"
+    # Nothing complete (one long paragraph cut off): nothing kept, the written answer is used.
+    assert complete_paragraphs("The term is used to describe a software application that") == ""
