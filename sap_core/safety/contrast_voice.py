@@ -31,7 +31,8 @@ from sap_core.safety.contrast import CONTRAST_EXAMPLES, CONTRAST_POOL_FILE
 # Bump when what is generated changes (prompting, decoding, the keep rule).
 # 2: replies cut off at the budget are shortened to complete paragraphs instead of dropped.
 CONTRAST_VOICE_VERSION = 2
-# The hand-written answers are ~90 tokens; a base answer that needs more is cut off and dropped.
+# The hand-written answers are ~90 tokens; a base answer that needs more is cut off at the
+# budget and keeps only its complete paragraphs.
 CONTRAST_ANSWER_TOKENS = 128
 CACHE_FILE = "contrast_answers.json"
 

@@ -26,7 +26,7 @@ class FakeBase:
 
     def generate(self, prompts: list[str]) -> list[str]:
         self.asked.append(prompts)
-        # The third prompt gets a cut-off reply ("" from the worker's budget check).
+        # The third prompt gets "" (the worker's cut-off reply with no complete paragraph).
         return [f"own answer {i}" if i != 2 else "" for i, _ in enumerate(prompts)]
 
     @staticmethod
