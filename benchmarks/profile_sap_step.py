@@ -13,7 +13,8 @@ default (exact; direction refreshed every step):
 - the exact micro-step (probe gap + the weight pass with the probe on);
 - whole SAP steps, without and with the correction-measuring SFT pass.
 
-Medians of ``--repeats`` runs; seconds on this machine. Run it on a quiet machine:
+Each pass: the median of ``--repeats`` runs; the two whole steps run once each (a step moves the
+weights). Seconds on this machine; run it on a quiet machine:
 
     .venv/bin/python benchmarks/profile_sap_step.py
 """
